@@ -1,0 +1,34 @@
+"""Run-level errors: each stops a run with one clear line and an exit code.
+
+    ImporterError (base, exit 2)
+    ├── InputError        the input file cannot be read as a table
+    ├── MappingError      the mapping file is malformed or does not fit the input
+    ├── ConfigError       bad arguments or environment (no API key, bad --rate, ...)
+    └── AuthError         the API refused the key (401): nothing more can be sent
+
+Row-level problems are never exceptions: they are `Outcome`s with a reason.
+"""
+
+from __future__ import annotations
+
+
+class ImporterError(Exception):
+    """A run cannot start or cannot go on. `str(error)` is the one line shown."""
+
+    exit_code = 2
+
+
+class InputError(ImporterError):
+    """The input file cannot be read."""
+
+
+class MappingError(ImporterError):
+    """The mapping file is invalid, or names columns the input lacks."""
+
+
+class ConfigError(ImporterError):
+    """Bad arguments or environment."""
+
+
+class AuthError(ImporterError):
+    """The API answered 401: the key is wrong or revoked."""

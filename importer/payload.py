@@ -11,6 +11,7 @@ out rather than sent as null.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -30,6 +31,9 @@ class ActivityType(StrEnum):
     COMPLETED_TASK = "completed_task"
     VOLUNTEER_ACTIVITY = "volunteer_activity"
 
+
+# The `{contact}` path parameter is an integer: the Givebutter contact id.
+CONTACT_ID_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
 
 ACTIVITY_TYPES: tuple[str, ...] = tuple(t.value for t in ActivityType)
 
@@ -75,7 +79,11 @@ def describe_errors(error: ValidationError) -> list[str]:
             reasons.append(f"{field}: {item['msg']}")
             continue
         value = item.get("input")
-        shown = f" ({_preview(value)})" if item["type"] in {"enum", "datetime_parsing", "datetime_from_date_parsing"} else ""
+        shown = (
+            f" ({_preview(value)})"
+            if item["type"] in {"enum", "datetime_parsing", "datetime_from_date_parsing"}
+            else ""
+        )
         reasons.append(f"{field}{shown} " + template.format(**(item.get("ctx") or {})))
     return reasons
 

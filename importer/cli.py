@@ -1,0 +1,284 @@
+"""The command line: parse arguments, call the library, print, exit with a meaningful code.
+
+    givebutter-import run INPUT --mapping FILE [--dry-run] [--sandbox] ...
+    givebutter-import check --mapping FILE [INPUT]
+    givebutter-import init INPUT
+    givebutter-import sandbox [--port N] [--db FILE] [faults...]
+
+Exit codes: 0 every row created, valid or skipped; 1 some rows invalid or failed; 2 the
+run could not start or was stopped by the API (bad arguments, unreadable file, bad
+mapping, no or wrong API key); 130 interrupted (Ctrl-C; the results file is complete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from importer import __version__
+from importer.errors import ConfigError, ImporterError
+from importer.mapping import check_columns, load_mapping
+from importer.pipeline import RunOptions, run_import
+from importer.ratelimit import DEFAULT_RATE, parse_rate
+from importer.read import SourceOptions, SourceTable, open_table
+from importer.send import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, SenderSettings
+from importer.starter import starter_mapping
+
+API_KEY_VARIABLE = "GIVEBUTTER_API_KEY"
+BASE_URL_VARIABLE = "GIVEBUTTER_BASE_URL"
+PROG = "givebutter-import"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.command(args))
+    except ImporterError as error:
+        _say(f"{PROG}: error: {error}")
+        return error.exit_code
+    except KeyboardInterrupt:
+        _say(f"{PROG}: interrupted")
+        return 130
+    except Exception as error:
+        if args.debug:
+            traceback.print_exc()
+        _say(f"{PROG}: unexpected error: {type(error).__name__}: {error} (rerun with --debug)")
+        return 2
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    mapping = load_mapping(args.mapping)
+    input_path = Path(args.input)
+    results = Path(args.results) if args.results else _default_results_path(input_path)
+    sender = _sender_settings(args)
+    with _sandbox_if_asked(args) as sandbox:
+        api_key = os.environ.get(API_KEY_VARIABLE)
+        if sandbox is not None:
+            sender = sender.replace(base_url=sandbox.base_url)
+            api_key = sandbox.api_key
+        with _Progress(enabled=not args.quiet) as progress:
+            options = RunOptions(
+                input_path=input_path,
+                mapping=mapping,
+                results_path=results,
+                dry_run=args.dry_run,
+                overwrite_results=args.force,
+                summary_json=Path(args.summary_json) if args.summary_json else None,
+                sender=sender,
+                api_key=api_key,
+                on_start=progress.start,
+                on_progress=progress.advance,
+                on_notice=progress.notice,
+            )
+            summary = run_import(options)
+    _say(summary.text())
+    if sandbox is not None:
+        _say(
+            f"sandbox: holds {sandbox.store.count_activities():,} activities (it was in memory "
+            "and is gone now; see `givebutter-import sandbox`)"
+        )
+    return summary.exit_code()
+
+
+def _default_results_path(input_path: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(f"{input_path.stem}-results-{stamp}.csv")
+
+
+def _sender_settings(args: argparse.Namespace) -> SenderSettings:
+    base_url = args.base_url or os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL
+    if args.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1")
+    if args.max_attempts < 1:
+        raise ConfigError("--max-attempts must be at least 1")
+    if args.timeout <= 0:
+        raise ConfigError("--timeout must be a positive number of seconds")
+    return SenderSettings(
+        base_url=base_url.rstrip("/"),
+        rate=parse_rate(args.rate),
+        concurrency=args.concurrency,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+    )
+
+
+@contextlib.contextmanager
+def _sandbox_if_asked(args: argparse.Namespace) -> Iterator[object | None]:
+    if not getattr(args, "sandbox", False) or args.dry_run:
+        yield None
+        return
+    from importer.sandbox import SandboxSettings, sandbox_in_thread
+
+    with sandbox_in_thread(SandboxSettings()) as sandbox:
+        _say(f"sandbox: a local stand-in for the Givebutter API is answering at {sandbox.base_url}")
+        yield sandbox
+
+
+class _Progress:
+    """A tqdm bar on stderr, shown only on a terminal and only for runs that take a while."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar: tqdm | None = None
+
+    def start(self, table: SourceTable) -> None:
+        if self.enabled:
+            self.bar = tqdm(
+                total=table.row_estimate,
+                unit="row",
+                delay=2.0,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                smoothing=0.05,
+            )
+
+    def advance(self, rows: int) -> None:
+        if self.bar is not None:
+            self.bar.update(rows)
+
+    def notice(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            _say(line)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- check and init ------------------------------------------------------------------------
+
+
+def _check(args: argparse.Namespace) -> int:
+    mapping = load_mapping(args.mapping)
+    if args.input is None:
+        print(f"{args.mapping}: the mapping is valid")
+        return 0
+    source = mapping.source
+    table = open_table(
+        Path(args.input),
+        SourceOptions(
+            encoding=source.encoding,
+            delimiter=source.delimiter,
+            sheet=source.sheet,
+            header_row=source.header_row,
+        ),
+    )
+    check_columns(mapping, table.columns)
+    print(f"{args.mapping}: the mapping is valid and fits {args.input} ({_describe(table)})")
+    return 0
+
+
+def _describe(table: SourceTable) -> str:
+    if table.format == "csv":
+        return f"CSV, {table.encoding}, delimiter {table.delimiter!r}, {len(table.columns)} columns"
+    return f"sheet '{table.sheet}', {len(table.columns)} columns"
+
+
+def _init(args: argparse.Namespace) -> int:
+    table = open_table(Path(args.input), SourceOptions(chunk_rows=1000))
+    print(starter_mapping(table), end="")
+    return 0
+
+
+# -- sandbox -------------------------------------------------------------------------------
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from importer.sandbox import sandbox_settings_from_args, serve_forever
+
+    settings = sandbox_settings_from_args(args)
+    serve_forever(
+        settings, host=args.host, port=args.port, on_ready=lambda url: print(url, flush=True)
+    )
+    return 0
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Import activity history from CSV and Excel exports into Givebutter.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    run = commands.add_parser("run", help="import a file (or check it with --dry-run)")
+    run.add_argument("input", metavar="INPUT", help="the CSV or Excel export")
+    run.add_argument("--mapping", "-m", required=True, help="the mapping YAML")
+    run.add_argument("--dry-run", action="store_true", help="check every row; send nothing")
+    run.add_argument("--results", help="results CSV (default: INPUT-results-TIME.csv here)")
+    run.add_argument("--force", action="store_true", help="replace an existing results file")
+    run.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
+    run.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="send to a local stand-in for the API started for this run",
+    )
+    run.add_argument(
+        "--base-url", help=f"API base URL (default ${BASE_URL_VARIABLE} or {DEFAULT_BASE_URL})"
+    )
+    run.add_argument(
+        "--rate",
+        default=DEFAULT_RATE,
+        help=f"requests allowed, as N/s, N/min or N/h (default {DEFAULT_RATE})",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"requests in flight at once (default {DEFAULT_CONCURRENCY})",
+    )
+    run.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        help="tries per row for retryable failures (default 5)",
+    )
+    run.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for one answer (default 30)"
+    )
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.set_defaults(command=_run)
+
+    check = commands.add_parser("check", help="validate a mapping (against INPUT's header)")
+    check.add_argument("--mapping", "-m", required=True)
+    check.add_argument("input", metavar="INPUT", nargs="?")
+    check.set_defaults(command=_check)
+
+    init = commands.add_parser("init", help="print a starter mapping guessed from INPUT")
+    init.add_argument("input", metavar="INPUT")
+    init.set_defaults(command=_init)
+
+    sandbox = commands.add_parser("sandbox", help="run the local stand-in for the API")
+    from importer.sandbox import add_sandbox_arguments
+
+    add_sandbox_arguments(sandbox)
+    sandbox.set_defaults(command=_sandbox)
+    return parser

@@ -1,0 +1,362 @@
+"""The mapping language: one YAML file says how an export's columns become activities.
+
+A mapping has four sections (see README.md, "The mapping language"):
+
+    source:    how to read the file (encoding, delimiter, sheet, header_row)
+    contact:   which column(s) name the Givebutter contact
+    activity:  how each payload field (type, subject, note, occurred_at, timezone) is made
+    skip:      rules that leave a row out on purpose
+
+The file is parsed into the pydantic models below, so an unknown key, a wrong value or a
+missing required part is an error that names its place in the file. `check_columns` then
+checks the mapping against an input's header before any row is read. The activity types
+and field limits are not restated here: they come from `importer.payload`.
+"""
+
+from __future__ import annotations
+
+import string
+import zoneinfo
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from importer.errors import MappingError
+from importer.payload import ACTIVITY_TYPES, FIELD_NAMES
+
+MAX_MAPPING_BYTES = 1_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def normalize_key(value: str) -> str:
+    """The form in which `map` keys and skip values are compared: case- and space-insensitive."""
+    return " ".join(value.split()).casefold()
+
+
+def check_timezone_name(name: str) -> str:
+    """Accept an IANA timezone name (such as America/New_York), or raise ValueError."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"'{name}' is not an IANA timezone name (such as America/New_York or UTC)"
+        ) from None
+    return name
+
+
+class SourceSpec(_Strict):
+    """How to read the input file; every key is optional."""
+
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | int | None = None
+    header_row: Annotated[int, Field(ge=1)] = 1
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is not None and value not in {"\\t", "tab"} and len(value) != 1:
+            raise ValueError("delimiter must be one character (or 'tab')")
+        return "\t" if value in {"\\t", "tab"} else value
+
+
+class FieldSpec(_Strict):
+    """How one payload field is made from a row.
+
+    Exactly one of `column`, `value` or `template` is the source. Then, in this order:
+    the value is trimmed, looked up in `map`, replaced by `default` when blank, and cut to
+    `truncate` characters (the results CSV marks every cut).
+    """
+
+    column: str | None = None
+    value: str | None = None
+    template: str | None = None
+    default: str | None = None
+    map: dict[str, str] | None = None
+    truncate: Annotated[int, Field(ge=1)] | None = None
+    send_null: bool = False  # a blank value is sent as null instead of being left out
+    # occurred_at only:
+    formats: list[str] | None = None
+    timezone: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        # `subject: Subject Line` is short for `subject: {column: Subject Line}`.
+        if isinstance(data, str):
+            return {"column": data}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldSpec:
+        sources = [k for k in ("column", "value", "template") if getattr(self, k) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"give only one of column, value or template (got {sources})")
+        if not sources and self.default is None:
+            raise ValueError("give one of column, value, template (or at least a default)")
+        if self.template is not None and not template_columns(self.template):
+            raise ValueError("template names no column: write columns as {Column Name}")
+        return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone_name(value)
+
+    @field_validator("map")
+    @classmethod
+    def _map_keys_distinct(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        seen: dict[str, str] = {}
+        for key in value:
+            norm = normalize_key(str(key))
+            if norm in seen:
+                raise ValueError(f"keys '{seen[norm]}' and '{key}' are the same key")
+            seen[norm] = str(key)
+        return {str(k): str(v) for k, v in value.items()}
+
+    def columns(self) -> list[str]:
+        if self.column is not None:
+            return [self.column]
+        if self.template is not None:
+            return template_columns(self.template)
+        return []
+
+    def constants(self) -> list[str]:
+        """Every literal value this spec can produce (value, default, map targets)."""
+        found = [v for v in (self.value, self.default) if v is not None]
+        return found + list((self.map or {}).values())
+
+
+class ActivitySpec(_Strict):
+    """One `FieldSpec` per payload field; `type` is required."""
+
+    type: FieldSpec
+    subject: FieldSpec | None = None
+    note: FieldSpec | None = None
+    occurred_at: FieldSpec | None = None
+    timezone: FieldSpec | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _types_exist(cls, spec: FieldSpec) -> FieldSpec:
+        for value in spec.constants():
+            if value not in ACTIVITY_TYPES:
+                raise ValueError(f"'{value}' is not an activity type ({', '.join(ACTIVITY_TYPES)})")
+        return spec
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezones_exist(cls, spec: FieldSpec | None) -> FieldSpec | None:
+        for value in spec.constants() if spec is not None else []:
+            check_timezone_name(value)
+        return spec
+
+    @model_validator(mode="after")
+    def _date_options_on_occurred_at_only(self) -> ActivitySpec:
+        for name in ("type", "subject", "note", "timezone"):
+            spec = getattr(self, name)
+            if spec is not None and (spec.formats is not None or spec.timezone is not None):
+                raise ValueError(f"{name}: formats and timezone belong to occurred_at only")
+        return self
+
+    def fields(self) -> dict[str, FieldSpec]:
+        return {name: spec for name in FIELD_NAMES if (spec := getattr(self, name)) is not None}
+
+
+ContactKind = Literal["id", "email", "external_id"]
+CONTACT_KINDS: tuple[ContactKind, ...] = ("id", "email", "external_id")
+
+
+class ContactSpec(_Strict):
+    """Which columns name the contact, tried in order (id, then email, then external_id).
+
+    Write `contact: Contact ID` for a column of Givebutter contact ids, or a mapping of kinds
+    to columns: `contact: {id: GB ID, email: Email, external_id: Legacy ID}`.
+    """
+
+    id: str | None = None
+    email: str | None = None
+    external_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"id": data}
+        return data
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> ContactSpec:
+        if not self.lookups():
+            raise ValueError("name at least one column: id, email or external_id")
+        return self
+
+    def lookups(self) -> list[tuple[ContactKind, str]]:
+        """(kind, column) pairs in the order they are tried."""
+        return [(kind, col) for kind in CONTACT_KINDS if (col := getattr(self, kind)) is not None]
+
+
+class SkipRule(_Strict):
+    """Leave a row out on purpose when its `column` ... equals / is in / is blank / contains.
+
+    Comparisons are trimmed and case-insensitive, like `map` keys.
+    """
+
+    column: str
+    equals: str | None = None
+    in_: list[str] | None = Field(default=None, alias="in")
+    blank: bool | None = None
+    contains: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> SkipRule:
+        tests = [k for k in ("equals", "in_", "blank", "contains") if getattr(self, k) is not None]
+        if len(tests) != 1:
+            raise ValueError("give exactly one of equals, in, blank or contains")
+        return self
+
+    def describe(self) -> str:
+        if self.equals is not None:
+            return f"{self.column} equals '{self.equals}'"
+        if self.in_ is not None:
+            return f"{self.column} is one of " + ", ".join(f"'{v}'" for v in self.in_)
+        if self.contains is not None:
+            return f"{self.column} contains '{self.contains}'"
+        return f"{self.column} is {'blank' if self.blank else 'not blank'}"
+
+
+class Mapping(_Strict):
+    """A whole mapping file."""
+
+    source: SourceSpec = SourceSpec()
+    contact: ContactSpec
+    activity: ActivitySpec
+    skip: list[SkipRule] = []
+
+    @field_validator("skip", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    def columns(self) -> list[str]:
+        """Every input column the mapping reads, in the order first named."""
+        names = [col for _, col in self.contact.lookups()]
+        for spec in self.activity.fields().values():
+            names.extend(spec.columns())
+        names.extend(rule.column for rule in self.skip)
+        return list(dict.fromkeys(names))
+
+
+def template_columns(template: str) -> list[str]:
+    """The column names a template such as "{Purpose}: {Subject}" refers to."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ValueError(f"template {template!r}: {error}") from None
+    return [name for _, name, _, _ in parsed if name]
+
+
+def template_parts(template: str) -> list[tuple[str, str | None]]:
+    """(literal text, column or None) pairs, in order, for building a template's value."""
+    return [(literal, name or None) for literal, name, _, _ in string.Formatter().parse(template)]
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    """Read and validate a mapping file; every problem is a MappingError naming the key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise MappingError(f"cannot read mapping {path}: {error.strerror or error}") from None
+    if len(raw) > MAX_MAPPING_BYTES:
+        raise MappingError(f"mapping {path} is larger than {MAX_MAPPING_BYTES:,} bytes")
+    return parse_mapping(raw, name=str(path))
+
+
+def parse_mapping(text: str | bytes, *, name: str = "mapping") -> Mapping:
+    """Validate mapping text (YAML, loaded with the safe loader)."""
+    try:
+        data = yaml.load(text, Loader=_BoundedSafeLoader)
+    except yaml.YAMLError as error:
+        raise MappingError(f"{name}: not valid YAML: {_yaml_reason(error)}") from None
+    except _TooManyAliases:
+        raise MappingError(
+            f"{name}: uses more than {_BoundedSafeLoader.max_aliases} YAML aliases; "
+            "write the mapping out plainly"
+        ) from None
+    if not isinstance(data, dict):
+        raise MappingError(f"{name}: a mapping must be a YAML mapping with contact and activity")
+    try:
+        return Mapping.model_validate(data)
+    except ValidationError as error:
+        raise MappingError(f"{name}: {describe_mapping_error(error)}") from None
+
+
+def describe_mapping_error(error: ValidationError) -> str:
+    """The first problem, located by its path of keys (e.g. `activity → type → map`)."""
+    problems = []
+    for item in error.errors(include_url=False):
+        where = " → ".join(str(p) for p in item["loc"] if p not in _UNION_TAGS)
+        where = where.replace("in_", "in")
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif item["type"] == "missing":
+            msg = "is required"
+        problems.append(f"{where}: {msg}" if where else msg)
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
+_UNION_TAGS = {"str", "int", "function-before[_shorthand(), FieldSpec]"}
+
+
+def check_columns(mapping: Mapping, columns: Iterable[str]) -> None:
+    """Raise MappingError if the mapping names a column the input does not have."""
+    columns = list(columns)
+    present = set(columns)
+    missing = [col for col in mapping.columns() if col not in present]
+    if missing:
+        shown = ", ".join(f"'{c}'" for c in missing)
+        have = ", ".join(f"'{c}'" for c in columns[:20]) + (", ..." if len(columns) > 20 else "")
+        raise MappingError(f"the input has no column {shown} (its columns: {have})")
+
+
+class _TooManyAliases(Exception):
+    pass
+
+
+class _BoundedSafeLoader(yaml.SafeLoader):
+    """The safe loader, refusing documents that lean on many aliases ("billion laughs")."""
+
+    max_aliases = 100
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > self.max_aliases:
+                raise _TooManyAliases
+        return super().compose_node(parent, index)
+
+
+def _yaml_reason(error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem} (line {mark.line + 1})" if mark is not None else str(problem)

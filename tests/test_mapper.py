@@ -1,0 +1,245 @@
+"""The map stage: every mapping feature, row by row, on small frames."""
+
+import pandas as pd
+import pytest
+
+from importer.mapper import READ_ERROR_COLUMN, Mapper
+from importer.mapping import parse_mapping
+
+
+def map_rows(mapping_text: str, columns: dict[str, list[str]], rows: list[int] | None = None):
+    frame = pd.DataFrame(columns)
+    frame.index = rows or list(range(2, 2 + len(frame)))
+    return Mapper(parse_mapping(mapping_text)).map_chunk(frame)
+
+
+def bodies(mapped):
+    return [m.payload.to_body() if m.payload else m.errors for m in mapped]
+
+
+BASE = "contact: C\nactivity:\n"
+
+
+def test_each_row_keeps_its_spreadsheet_row_number():
+    mapped = map_rows(BASE + "  type: {value: note}\n", {"C": ["1", "2"]}, rows=[5, 9])
+    assert [m.row for m in mapped] == [5, 9]
+
+
+def test_a_column_is_trimmed():
+    mapped = map_rows(
+        BASE + "  type: T\n  subject: S\n", {"C": [" 7 "], "T": [" email "], "S": ["  Hello  "]}
+    )
+    assert bodies(mapped) == [{"type": "email", "subject": "Hello"}]
+    assert mapped[0].contact == "7"
+
+
+def test_a_constant_value():
+    assert bodies(map_rows(BASE + "  type: {value: meeting}\n", {"C": ["1"]})) == [
+        {"type": "meeting"}
+    ]
+
+
+def test_a_template_joins_columns():
+    mapped = map_rows(
+        BASE + "  type: {value: note}\n  subject: {template: '{P}: {S}'}\n",
+        {"C": ["1"], "P": ["Thanks"], "S": ["Gift"]},
+    )
+    assert bodies(mapped) == [{"type": "note", "subject": "Thanks: Gift"}]
+
+
+def test_a_template_drops_separators_around_blank_columns():
+    mapped = map_rows(
+        BASE + "  type: {value: note}\n  subject: {template: '{P}: {S}'}\n",
+        {"C": ["1", "2"], "P": ["", "Thanks"], "S": ["Gift", ""]},
+    )
+    assert [b["subject"] for b in bodies(mapped)] == ["Gift", "Thanks"]
+
+
+def test_a_template_of_blank_columns_takes_the_default():
+    text = BASE + "  type: {value: note}\n  subject: {template: '{P}: {S}', default: None given}\n"
+    mapped = map_rows(text, {"C": ["1"], "P": [""], "S": [" "]})
+    assert bodies(mapped) == [{"type": "note", "subject": "None given"}]
+
+
+def test_a_default_fills_blank_cells_only():
+    mapped = map_rows(
+        BASE + "  type: {column: T, default: note}\n", {"C": ["1", "2"], "T": ["", "sms"]}
+    )
+    assert bodies(mapped) == [{"type": "note"}, {"type": "sms"}]
+
+
+def test_a_map_ignores_case_and_spacing():
+    text = BASE + "  type: {column: T, map: {Phone Call: phone_call, Text Message: sms}}\n"
+    mapped = map_rows(text, {"C": ["1", "2", "3"], "T": ["PHONE  CALL", " text message", "email"]})
+    assert bodies(mapped) == [{"type": "phone_call"}, {"type": "sms"}, {"type": "email"}]
+
+
+def test_a_type_nobody_mapped_makes_the_row_invalid():
+    mapped = map_rows(
+        BASE + "  type: {column: T, map: {Call: phone_call}}\n",
+        {"C": ["1"], "T": ["Carrier Pigeon"]},
+    )
+    assert mapped[0].payload is None
+    assert mapped[0].errors == [
+        "type ('Carrier Pigeon') is not one of email, meeting, note, "
+        "phone_call, sms, completed_task, volunteer_activity"
+    ]
+
+
+def test_a_blank_type_without_default_is_invalid():
+    mapped = map_rows(BASE + "  type: T\n", {"C": ["1"], "T": [""]})
+    assert mapped[0].errors == ["type is blank and the mapping gives no default"]
+
+
+def test_truncate_cuts_and_says_so():
+    text = BASE + "  type: {value: note}\n  subject: {column: S, truncate: 255}\n"
+    mapped = map_rows(text, {"C": ["1", "2"], "S": ["x" * 300, "short"]})
+    assert len(mapped[0].payload.subject) == 255
+    assert mapped[0].warnings == ["subject truncated from 300 to 255 characters"]
+    assert mapped[1].warnings == []
+
+
+def test_a_subject_over_255_without_truncate_is_invalid():
+    mapped = map_rows(
+        BASE + "  type: {value: note}\n  subject: S\n", {"C": ["1"], "S": ["x" * 256]}
+    )
+    assert mapped[0].errors == ["subject is longer than 255 characters"]
+
+
+def test_a_long_note_is_never_cut():
+    mapped = map_rows(
+        BASE + "  type: {value: note}\n  note: N\n", {"C": ["1"], "N": ["n" * 10_000]}
+    )
+    assert len(mapped[0].payload.note) == 10_000
+
+
+def test_blank_fields_are_left_out():
+    mapped = map_rows(BASE + "  type: {value: note}\n  subject: S\n", {"C": ["1"], "S": [""]})
+    assert bodies(mapped) == [{"type": "note"}]
+
+
+def test_send_null_sends_a_blank_field_as_null():
+    text = BASE + "  type: {value: note}\n  subject: {column: S, send_null: true}\n"
+    assert bodies(map_rows(text, {"C": ["1"], "S": [""]})) == [{"type": "note", "subject": None}]
+
+
+DATES = BASE + "  type: {value: note}\n  occurred_at: {column: D%s}\n"
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("2024-03-05T14:30:00Z", "2024-03-05T14:30:00Z"),
+        ("2024-03-05T14:30:00+02:00", "2024-03-05T12:30:00Z"),
+        ("2024-03-05 14:30", "2024-03-05T14:30:00Z"),
+        ("2024-03-05", "2024-03-05T00:00:00Z"),
+    ],
+)
+def test_iso_8601_is_read_by_default_and_naive_times_are_utc(cell, expected):
+    mapped = map_rows(DATES % "", {"C": ["1"], "D": [cell]})
+    assert mapped[0].payload.to_body()["occurred_at"] == expected
+
+
+def test_formats_are_tried_in_order_then_iso():
+    text = DATES % ", formats: ['%m/%d/%Y %I:%M %p', '%m/%d/%Y']"
+    mapped = map_rows(
+        text,
+        {"C": ["1", "2", "3"], "D": ["03/05/2024 02:30 PM", "03/05/2024", "2024-03-06T01:00:00Z"]},
+    )
+    assert [b["occurred_at"] for b in bodies(mapped)] == [
+        "2024-03-05T14:30:00Z",
+        "2024-03-05T00:00:00Z",
+        "2024-03-06T01:00:00Z",
+    ]
+
+
+def test_naive_times_are_localised_to_the_mapping_timezone():
+    text = DATES % ", timezone: America/New_York"
+    mapped = map_rows(text, {"C": ["1", "2"], "D": ["2024-01-15 09:00", "2024-07-15 09:00"]})
+    assert [b["occurred_at"] for b in bodies(mapped)] == [
+        "2024-01-15T14:00:00Z",
+        "2024-07-15T13:00:00Z",
+    ]
+
+
+def test_times_with_an_offset_keep_it_whatever_the_timezone():
+    text = DATES % ", timezone: America/New_York"
+    mapped = map_rows(text, {"C": ["1"], "D": ["2024-01-15T09:00:00+01:00"]})
+    assert mapped[0].payload.to_body()["occurred_at"] == "2024-01-15T08:00:00Z"
+
+
+def test_an_ambiguous_time_at_a_dst_change_is_read_as_the_first_instant():
+    text = DATES % ", timezone: America/New_York"
+    mapped = map_rows(text, {"C": ["1"], "D": ["2024-11-03 01:30"]})
+    assert mapped[0].payload.to_body()["occurred_at"] == "2024-11-03T05:30:00Z"
+
+
+def test_a_date_that_does_not_parse_says_what_was_tried():
+    text = DATES % ", formats: ['%m/%d/%Y']"
+    mapped = map_rows(text, {"C": ["1"], "D": ["31/02/2024"]})
+    assert mapped[0].errors == ["occurred_at ('31/02/2024') does not match '%m/%d/%Y' or ISO 8601"]
+
+
+def test_a_blank_date_is_left_out():
+    assert bodies(map_rows(DATES % "", {"C": ["1"], "D": [""]})) == [{"type": "note"}]
+
+
+def test_skip_rules_match_trimmed_and_case_insensitive_and_name_the_rule():
+    text = (
+        BASE + "  type: {value: note}\nskip:\n  - {column: S, equals: Cancelled}\n"
+        "  - {column: S, in: [Draft, Test]}\n  - {column: S, contains: spam}\n"
+        "  - {column: C, blank: true}\n"
+    )
+    mapped = map_rows(
+        text,
+        {"C": ["1", "2", "3", "", "5"], "S": [" cancelled", "TEST", "is SPAM here", "ok", "ok"]},
+    )
+    assert [m.skipped_by for m in mapped] == [
+        "skip rule 1: S equals 'Cancelled'",
+        "skip rule 2: S is one of 'Draft', 'Test'",
+        "skip rule 3: S contains 'spam'",
+        "skip rule 4: C is blank",
+        None,
+    ]
+
+
+def test_a_skipped_row_is_not_validated():
+    text = BASE + "  type: T\nskip:\n  - {column: T, equals: junk}\n"
+    mapped = map_rows(text, {"C": ["x"], "T": ["junk"]})
+    assert mapped[0].skipped_by and mapped[0].errors == []
+
+
+def test_a_blank_contact_is_invalid():
+    mapped = map_rows(BASE + "  type: {value: note}\n", {"C": [""]})
+    assert mapped[0].errors == ["contact: C is blank"]
+
+
+def test_a_contact_id_that_is_not_a_number_is_invalid():
+    mapped = map_rows(BASE + "  type: {value: note}\n", {"C": ["N/A"]})
+    assert mapped[0].errors == ["contact id ('N/A') is not a Givebutter contact id (a number)"]
+
+
+def test_contact_keys_are_tried_in_order():
+    text = "contact: {id: I, email: E}\nactivity:\n  type: {value: note}\n"
+    mapped = map_rows(text, {"I": ["12", ""], "E": ["a@b.org", "c@d.org"]})
+    assert [m.contact for m in mapped] == ["12", "email:c@d.org"]
+
+
+def test_several_problems_are_all_reported():
+    text = BASE + "  type: T\n  subject: S\n  occurred_at: D\n"
+    mapped = map_rows(text, {"C": ["x"], "T": ["fax"], "S": ["s" * 300], "D": ["never"]})
+    assert len(mapped[0].errors) == 4
+
+
+def test_a_read_error_makes_the_row_invalid():
+    frame = {"C": ["1"], "__read_error__": ["row has 9 fields, the header has 7"]}
+    mapped = map_rows(BASE + "  type: {value: note}\n", frame)
+    assert mapped[0].errors == ["row has 9 fields, the header has 7"]
+    assert READ_ERROR_COLUMN == "__read_error__"
+
+
+def test_a_timezone_field_value_must_be_an_iana_name():
+    mapped = map_rows(
+        BASE + "  type: {value: note}\n  timezone: Z\n", {"C": ["1"], "Z": ["Moon/Base"]}
+    )
+    assert mapped[0].errors[0].startswith("timezone: 'Moon/Base' is not an IANA timezone name")

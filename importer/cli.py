@@ -143,7 +143,7 @@ class _Progress:
     def start(self, table: SourceTable) -> None:
         if self.enabled:
             self.bar = tqdm(
-                total=table.row_estimate,
+                total=table.rows_hint,
                 unit="row",
                 delay=2.0,
                 file=sys.stderr,

@@ -27,9 +27,8 @@ from importer.mapping import (
     template_parts,
 )
 from importer.payload import CONTACT_ID_PATTERN, validate_payload
+from importer.read import READ_ERROR_COLUMN
 from importer.records import MappedRow
-
-READ_ERROR_COLUMN = "__read_error__"
 
 # A date-time string that carries its own offset (ends in Z, +hh:mm, +hhmm or +hh).
 _HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"

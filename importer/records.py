@@ -39,6 +39,9 @@ class SendResult:
     activity_id: str | None = None
     attempts: int = 0
     error: str = ""
+    # Some try's effect is unknown (a timeout, a dropped connection, a 5xx): if FAILED,
+    # the activity may exist all the same; if CREATED, a retry may have made a duplicate.
+    ambiguous: bool = False
 
 
 @dataclass(slots=True)

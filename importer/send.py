@@ -1,0 +1,598 @@
+"""The send stage: every request to the API goes through one `Sender`.
+
+A `Sender` is given an `aiohttp.ClientSession` (it never builds one), the API key and
+`SenderSettings`. Each attempt of each request first waits for its turn at the run's
+`RateLimit`, then goes out with `Authorization: Bearer <key>`; redirects are never followed,
+so the key goes nowhere but the configured base URL.
+
+What an answer means:
+
+- 2xx: done. For a POST of an activity, the returned `id` is kept (as a string).
+- 401: `AuthError` at once: the key is wrong or revoked, and nothing more can be sent.
+- 429: every worker pauses for max(Retry-After, backoff), then this request is tried
+  again; 429s that are more than rare slow the whole run down (see `importer.ratelimit`).
+- 408, 500, 502, 503, 504, a timeout, a dropped or refused connection: tried again after
+  an exponential backoff with full jitter (max with Retry-After when it is given), up to
+  `max_attempts` tries in all (429s count too).
+- Anything else (other 4xx, 3xx): final, with the API's own message in plain words.
+
+The API has no idempotency key, so a POST whose answer never came (a timeout, a dropped
+connection) or was a 5xx may have created the activity anyway. Such a result is marked
+`ambiguous`: for a failed row the activity may exist; for a created row a retry may have
+made a duplicate.
+
+The key never appears in an exception message, a reason, a repr or a log: aiohttp's own
+errors (which carry request headers) are turned into plain reasons here and never escape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import http
+import ipaddress
+import json
+import random
+import time
+import urllib.parse
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from importer import __version__
+from importer.errors import AuthError, ConfigError, ImporterError
+from importer.payload import ActivityPayload
+from importer.ratelimit import DEFAULT_RATE_PER_SECOND, NoticeCallback, RateLimit
+from importer.records import SendResult, Status
+from importer.retry import RetryPolicy, is_retryable_status, parse_retry_after
+
+DEFAULT_BASE_URL = "https://api.givebutter.com/v1"
+DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_TIMEOUT = 30.0
+
+INTERRUPTED = "interrupted"
+KEY_REFUSED = "not sent: the API refused the key"
+MAY_EXIST = " (the activity may have been created anyway)"
+
+# Answers after which an earlier POST may have been carried out after all.
+_UNKNOWN_EFFECT_STATUSES = frozenset({500, 502, 503, 504})
+_MESSAGE_LIMIT = 300
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SenderSettings:
+    """How the sender talks to the API."""
+
+    base_url: str = DEFAULT_BASE_URL
+    """Where the API is; https, or plain http only to a loopback host (the sandbox)."""
+
+    rate: float = DEFAULT_RATE_PER_SECOND
+    """Requests per second, spaced evenly (default 480/min, under the documented 500/min)."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    """Requests in flight at once. The rate is the real limit; workers only hide latency.
+    At 8 requests/s and ~200 ms per answer about 2 are in flight, so 8 leaves room for
+    answers up to ~1 s without falling behind the rate."""
+
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    """Tries per request in all; overrides `retry.max_attempts`."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    """Seconds to wait for one answer (connecting, sending and reading) before retrying."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    """The backoff between tries (its `max_attempts` is replaced by the one above)."""
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0:
+            raise ConfigError("the rate must be a positive number of requests per second")
+        if self.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if self.max_attempts < 1:
+            raise ConfigError("max_attempts must be at least 1")
+        if not self.timeout > 0:
+            raise ConfigError("the timeout must be a positive number of seconds")
+
+    def replace(self, **changes: Any) -> SenderSettings:
+        """A copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy in force: `retry` with this `max_attempts`."""
+        return dataclasses.replace(self.retry, max_attempts=self.max_attempts)
+
+
+def check_base_url(url: str) -> None:
+    """Refuse a base URL the key must not be sent to: anything but https, except plain
+    http to a loopback host (127.0.0.0/8, ::1, localhost). Raises `ConfigError`."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        host, parts = "", None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise ConfigError("the base URL must look like https://api.givebutter.com/v1")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"the base URL {_shown(url)} is plain http: the API key would travel unencrypted;"
+            " use https (plain http is allowed only to localhost)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _shown(url: str) -> str:
+    """A URL as it may be shown: without any user:password part."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class SendJob:
+    """One activity to create: the spreadsheet row it came from, the contact, the body."""
+
+    row: int
+    contact_id: int
+    payload: ActivityPayload
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    """The final answer to one request (after any retries)."""
+
+    status: int
+    json_body: Any  # the parsed JSON body, or None if the body was not JSON
+    headers: Mapping[str, str]
+    attempts: int = 1
+    text: str = ""  # the body as text
+    ambiguous: bool = False  # an earlier try may have had an effect (see the module doc)
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx answer."""
+        return 200 <= self.status < 300
+
+    def message(self) -> str:
+        """The API's own explanation in plain words ('' if it gave none): field errors
+        as `field: reason; field: reason`, else its `message`."""
+        return _field_errors(self.json_body) or _api_message(self.json_body, self.text)
+
+
+class RequestFailed(Exception):
+    """A request ended without an answer: the last try timed out or lost its connection
+    (or could not be made). `str()` is a plain reason without the key."""
+
+    def __init__(
+        self, reason: str, *, attempts: int, http_status: int | None, ambiguous: bool
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+        self.http_status = http_status  # the last answer seen on an earlier try, if any
+        self.ambiguous = ambiguous
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What is known so far about one request and its tries."""
+
+    attempts: int = 0
+    last_status: int | None = None
+    ambiguous: bool = False  # a finished try whose effect is unknown
+    sending: bool = False  # a try is out now
+    sent_at: float | None = None  # the limiter's grant time of the latest try
+
+    def stopped(self, reason: str) -> SendResult:
+        ambiguous = self.ambiguous or self.sending
+        return SendResult(
+            status=Status.FAILED,
+            http_status=self.last_status,
+            attempts=self.attempts,
+            error=reason + (MAY_EXIST if ambiguous else ""),
+            ambiguous=ambiguous,
+        )
+
+
+class _ApiKey:
+    """Holds the key so that no repr, vars() or traceback local shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "<API key>"
+
+    def reveal(self) -> str:
+        return self._value
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._value, "<API key>") if self._value else text
+
+
+class Sender:
+    """Sends requests to the API through one rate limit and one retry policy."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        api_key: str,
+        settings: SenderSettings,
+        *,
+        limiter: RateLimit | None = None,
+        rng: random.Random | None = None,
+        on_notice: NoticeCallback | None = None,
+    ) -> None:
+        """`limiter` defaults to `RateLimit(settings.rate, on_notice=on_notice)`; `rng`
+        (the backoff jitter) to a fresh `random.Random()`. Raises `ConfigError` for a
+        refused base URL or an empty or malformed key."""
+        check_base_url(settings.base_url)
+        key = api_key.strip()
+        if not key:
+            raise ConfigError("no API key given")
+        if any(ch.isspace() or not ch.isprintable() for ch in key):
+            raise ConfigError("the API key contains spaces or control characters; check it")
+        self._key = _ApiKey(key)
+        self._session = session
+        self._settings = settings
+        self._policy = settings.retry_policy
+        self._base_url = settings.base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        self._limiter = limiter or RateLimit(settings.rate, on_notice=on_notice)
+        self._rng = rng or random.Random()
+
+    def __repr__(self) -> str:
+        return (
+            f"Sender(base_url={_shown(self._base_url)!r}, limiter={self._limiter!r},"
+            f" concurrency={self._settings.concurrency})"
+        )
+
+    @property
+    def limiter(self) -> RateLimit:
+        """The rate limit every request of this sender waits for."""
+        return self._limiter
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> ApiResponse:
+        """Send `method` to base URL + `path` (which starts with `/`), with retries.
+
+        Gives the final answer, whatever its status (a 4xx, or a retryable status once
+        the tries are used up). Raises `AuthError` on a 401 and `RequestFailed` when the
+        last try got no answer.
+        """
+        return await self._request(method, path, json, params, _Exchange())
+
+    async def create_activity(self, contact_id: int, payload: ActivityPayload) -> SendResult:
+        """POST one activity; give CREATED with its id, or FAILED with the reason.
+        Raises only `AuthError` (on a 401)."""
+        return await self._create(contact_id, payload, _Exchange())
+
+    async def check_key(self) -> None:
+        """Ask `GET /contacts?per_page=1` (with the usual retries) before anything is sent.
+
+        Raises `AuthError` if the key is refused, `ConfigError` if the answer is a
+        redirect or a 404 (the base URL is wrong), `ImporterError` if no answer comes.
+        Any other answer lets the run go on: the rows will tell.
+        """
+        try:
+            answer = await self.request("GET", "/contacts", params={"per_page": "1"})
+        except RequestFailed as failure:
+            raise ImporterError(
+                f"cannot reach the API at {_shown(self._base_url)}: {failure.reason}"
+            ) from None
+        if 300 <= answer.status < 400 or answer.status == 404:
+            raise ConfigError(
+                f"the API at {_shown(self._base_url)} answered {_status_words(answer.status)}"
+                " to GET /contacts: is the base URL right?"
+            )
+
+    async def send_all(
+        self,
+        jobs: AsyncIterable[SendJob],
+        on_result: Callable[[SendJob, SendResult], None],
+    ) -> None:
+        """Create every job's activity with `concurrency` workers; tell `on_result` once
+        per job taken from `jobs`, in the order results come.
+
+        Workers take a job only when free, so no more than `concurrency` are taken and
+        unfinished at a time. When cancelled, no new job is taken, each unfinished one is
+        told FAILED "interrupted" (ambiguous if its request may have gone out), and the
+        `CancelledError` propagates. On a 401, the same happens with
+        "not sent: the API refused the key", then `AuthError` is raised.
+        """
+        run = _Run(aiter(jobs))
+        workers = [
+            asyncio.create_task(self._work(run, on_result), name=f"send-worker-{number}")
+            for number in range(self._settings.concurrency)
+        ]
+        try:
+            await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            run.stopped = True
+            for worker in workers:
+                worker.cancel()
+            await asyncio.wait(workers)
+        _raise_first_error(workers)
+
+    async def _work(self, run: _Run, on_result: Callable[[SendJob, SendResult], None]) -> None:
+        while (job := await run.take()) is not None:
+            exchange = _Exchange()
+            try:
+                result = await self._create(job.contact_id, job.payload, exchange)
+            except asyncio.CancelledError:
+                on_result(job, exchange.stopped(run.stop_reason))
+                raise
+            except AuthError:
+                run.stopped, run.stop_reason = True, KEY_REFUSED
+                on_result(job, exchange.stopped(KEY_REFUSED))
+                raise
+            on_result(job, result)
+
+    async def _create(
+        self, contact_id: int, payload: ActivityPayload, exchange: _Exchange
+    ) -> SendResult:
+        path = f"/contacts/{int(contact_id)}/activities"
+        try:
+            answer = await self._request("POST", path, payload.to_body(), None, exchange)
+        except RequestFailed as failure:
+            return SendResult(
+                status=Status.FAILED,
+                http_status=failure.http_status,
+                attempts=failure.attempts,
+                error=failure.reason + (MAY_EXIST if failure.ambiguous else ""),
+                ambiguous=failure.ambiguous,
+            )
+        result = _send_result(answer)
+        return dataclasses.replace(result, error=self._key.scrub(result.error))
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: Mapping[str, str] | None,
+        exchange: _Exchange,
+    ) -> ApiResponse:
+        url = self._base_url + path
+        while True:
+            exchange.sent_at = await self._limiter.acquire()
+            exchange.attempts += 1
+            exchange.sending = True
+            try:
+                answer = await self._attempt(method, url, body, params)
+            except (TimeoutError, aiohttp.ClientError) as error:
+                exchange.sending = False
+                await self._after_error(error, exchange)
+                continue
+            exchange.sending = False
+            if not await self._after_answer(answer, exchange):
+                return dataclasses.replace(
+                    answer, attempts=exchange.attempts, ambiguous=exchange.ambiguous
+                )
+
+    async def _after_error(self, error: BaseException, exchange: _Exchange) -> None:
+        """After a try with no answer: wait to try again, or raise `RequestFailed`."""
+        reason, retryable, unknown_effect = _describe_error(error, self._settings.timeout)
+        exchange.ambiguous |= unknown_effect
+        if not (retryable and self._policy.allows_another(exchange.attempts)):
+            raise RequestFailed(
+                self._key.scrub(_after(reason, exchange.attempts)),
+                attempts=exchange.attempts,
+                http_status=exchange.last_status,
+                ambiguous=exchange.ambiguous,
+            ) from None
+        await self._limiter.wait(self._policy.backoff(exchange.attempts, self._rng))
+
+    async def _after_answer(self, answer: ApiResponse, exchange: _Exchange) -> bool:
+        """After an answer: True once ready to try again, False if the answer is final.
+        Raises `AuthError` on a 401."""
+        exchange.last_status = answer.status
+        exchange.ambiguous |= answer.status in _UNKNOWN_EFFECT_STATUSES
+        self._limiter.observe_response(answer.status, answer.headers, exchange.sent_at)
+        if answer.status == 401:
+            raise AuthError(self._refused(answer))
+        if not is_retryable_status(answer.status):
+            return False
+        delay = self._retry_delay(answer, exchange.attempts)
+        if answer.status == 429:
+            # Everyone waits, even if this request is not tried again: the limit is the
+            # key's, not this worker's. This worker waits in its next acquire().
+            self._limiter.pause_for(delay, "the API answered 429 Too Many Requests")
+        if not self._policy.allows_another(exchange.attempts):
+            return False
+        if answer.status != 429:
+            await self._limiter.wait(delay)
+        return True
+
+    async def _attempt(
+        self, method: str, url: str, body: Any, params: Mapping[str, str] | None
+    ) -> ApiResponse:
+        headers = {
+            "Authorization": f"Bearer {self._key.reveal()}",
+            "Accept": "application/json",
+            "User-Agent": f"givebutter-import/{__version__}",
+        }
+        async with self._session.request(
+            method,
+            url,
+            json=body,
+            params=params,
+            headers=headers,
+            allow_redirects=False,
+            raise_for_status=False,  # whatever the session's default: statuses are read here
+            timeout=self._timeout,
+        ) as response:
+            raw = await response.read()
+            text = self._key.scrub(raw.decode("utf-8", errors="replace"))
+            return ApiResponse(
+                status=response.status,
+                json_body=_parse_json(text),
+                headers=CIMultiDictProxy(CIMultiDict(response.headers)),
+                text=text,
+            )
+
+    def _retry_delay(self, answer: ApiResponse, attempts: int) -> float:
+        """max(Retry-After, backoff): the wait before another try after `answer`."""
+        retry_after = parse_retry_after(
+            answer.headers.get("Retry-After"), time.time(), cap=self._policy.max_retry_after
+        )
+        return self._policy.delay(attempts, self._rng, retry_after)
+
+    def _refused(self, answer: ApiResponse) -> str:
+        said = answer.message()
+        detail = f" ({self._key.scrub(said)})" if said else ""
+        return f"the API refused the key: 401 Unauthorized{detail}; check that it is right"
+
+
+class _Run:
+    """The jobs of one `send_all`, handed to workers one at a time."""
+
+    def __init__(self, jobs: AsyncIterator[SendJob]) -> None:
+        self._jobs = jobs
+        self._lock = asyncio.Lock()
+        self.stopped = False
+        self.stop_reason = INTERRUPTED
+
+    async def take(self) -> SendJob | None:
+        """The next job, or None when there are no more or the run is stopping."""
+        async with self._lock:
+            if self.stopped:
+                return None
+            return await anext(self._jobs, None)
+
+
+def _raise_first_error(workers: list[asyncio.Task[None]]) -> None:
+    """Raise what stopped the workers: an AuthError first, else the first error."""
+    finished = [w.exception() for w in workers if w.done() and not w.cancelled()]
+    errors = [error for error in finished if error is not None]
+    for error in errors:
+        if isinstance(error, AuthError):
+            raise error
+    if errors:
+        raise errors[0]
+
+
+def _describe_error(error: BaseException, timeout: float) -> tuple[str, bool, bool]:
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return f"could not connect within {timeout:g} s", True, False
+    if isinstance(error, TimeoutError):
+        return f"no answer within {timeout:g} s", True, True
+    if isinstance(error, aiohttp.ClientSSLError):
+        return f"the TLS connection was refused: {error}", False, False
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"could not connect: {error}", True, False
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before answering", True, True
+    if isinstance(error, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return f"the connection failed: {error}", True, True
+    return f"the request failed: {type(error).__name__}: {error}", False, True
+
+
+def _after(reason: str, attempts: int) -> str:
+    return f"{reason} (after {attempts} attempts)" if attempts > 1 else reason
+
+
+def _send_result(answer: ApiResponse) -> SendResult:
+    if answer.ok:
+        activity_id = _activity_id(answer.json_body)
+        return SendResult(
+            status=Status.CREATED,
+            http_status=answer.status,
+            activity_id=activity_id,
+            attempts=answer.attempts,
+            error="" if activity_id else "the API answered without an activity id",
+            ambiguous=answer.ambiguous,
+        )
+    return SendResult(
+        status=Status.FAILED,
+        http_status=answer.status,
+        attempts=answer.attempts,
+        error=_failure_reason(answer) + (MAY_EXIST if answer.ambiguous else ""),
+        ambiguous=answer.ambiguous,
+    )
+
+
+def _failure_reason(answer: ApiResponse) -> str:
+    if 300 <= answer.status < 400:
+        where = answer.headers.get("Location", "elsewhere")
+        reason = f"{_status_words(answer.status)}: redirect to {where} not followed"
+        return reason + " (is the base URL right?)"
+    if answer.status == 422 and (fields := _field_errors(answer.json_body)):
+        return _after(fields, answer.attempts)
+    said = _api_message(answer.json_body, answer.text)
+    words = _status_words(answer.status) + (f": {said}" if said else "")
+    return _after(words, answer.attempts)
+
+
+def _activity_id(body: Any) -> str | None:
+    if isinstance(body, dict) and "id" not in body and isinstance(body.get("data"), dict):
+        body = body["data"]  # tolerate a wrapped resource, though the API sends it bare
+    value = body.get("id") if isinstance(body, dict) else None
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        return None
+    return str(value)
+
+
+def _field_errors(body: Any) -> str:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, dict):
+        return ""
+    parts = []
+    for name, reasons in errors.items():
+        for reason in reasons if isinstance(reasons, list) else [reasons]:
+            parts.append(f"{name}: {reason}")
+    return _clip("; ".join(parts))
+
+
+def _api_message(body: Any, text: str) -> str:
+    if isinstance(body, dict):
+        error = body.get("error")
+        for said in (
+            body.get("message"),
+            error.get("message") if isinstance(error, dict) else error,
+        ):
+            if isinstance(said, str) and said.strip():
+                return _clip(said)
+        return ""
+    if body is None and text.strip() and not text.lstrip().startswith("<"):
+        return _clip(text)  # a plain-text body; an HTML error page says nothing useful
+    return ""
+
+
+def _clip(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 3] + "..."
+
+
+def _status_words(status: int) -> str:
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
+
+
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text) if text.strip() else None
+    except ValueError:
+        return None

@@ -90,12 +90,12 @@ def _run(args: argparse.Namespace) -> int:
                 on_notice=progress.notice,
             )
             summary = run_import(options)
-    _say(summary.text())
-    if sandbox is not None:
-        _say(
-            f"sandbox: holds {sandbox.store.count_activities():,} activities (it was in memory "
-            "and is gone now; see `givebutter-import sandbox`)"
-        )
+        _say(summary.text())
+        if sandbox is not None:
+            _say(
+                f"sandbox: now holds {sandbox.store.count_activities():,} activities; it lived "
+                "in memory for this run only (`givebutter-import sandbox` runs one that stays)"
+            )
     return summary.exit_code()
 
 

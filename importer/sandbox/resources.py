@@ -1,0 +1,152 @@
+"""The JSON the sandbox answers with: resources, pages and Laravel-style errors.
+
+Shapes follow the reference pages (see /work/shared/givebutter-api.md):
+
+- an activity is a bare `ContactActivityResource`: `id` (string), `type`, `source` ("api"),
+  `data` (string), `resource` and `resource_type` (null: an imported activity belongs to no
+  transaction), `occurred_at`, `created_at`, `updated_at` (ISO 8601, UTC, microseconds and a
+  `Z`, as Laravel writes dates), `created_by` (the user who owns the key). Beyond the
+  reference page, and assumed rather than documented: `subject`, `note` and `timezone` are
+  echoed back (so a client can recognise an activity it may have created), and `data` is a
+  JSON string of `{"subject", "note", "timezone"}`;
+- a contact carries `id` (an integer, as in the path), `type`, names, `external_id`,
+  `external_ids` (a list of strings), `emails`/`phones` (`[{type, value}]`), `primary_email`,
+  `primary_phone`, `archived_at` and timestamps;
+- a page is `{"data", "links": {first, last, prev, next}, "meta": {current_page, from,
+  last_page, path, per_page, to, total}}`, links absolute and keeping the query's other
+  parameters (filters, `per_page`), `prev`/`next` null at the ends;
+- a validation error is `{"message": "<first error> (and N more errors)", "errors":
+  {field: [messages]}}`, the messages worded as Laravel words them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from yarl import URL
+
+from importer.sandbox.store import Activity, Contact
+
+SANDBOX_USER = {
+    "id": "1",
+    "first_name": "Sandbox",
+    "last_name": "User",
+    "email": "sandbox.user@example.org",
+}
+
+
+def iso(moment: datetime) -> str:
+    """A date as Laravel writes it: `2023-11-07T05:31:56.000000Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def activity_json(activity: Activity) -> dict[str, Any]:
+    """A `ContactActivityResource` (plus the echoed fields; see the module docstring)."""
+    data = {"subject": activity.subject, "note": activity.note, "timezone": activity.timezone}
+    return {
+        "id": activity.id,
+        "type": activity.type,
+        "source": "api",
+        "data": json.dumps(data, ensure_ascii=False),
+        "resource": None,
+        "resource_type": None,
+        "subject": activity.subject,
+        "note": activity.note,
+        "timezone": activity.timezone,
+        "occurred_at": iso(activity.occurred_at),
+        "created_at": iso(activity.created_at),
+        "updated_at": iso(activity.updated_at),
+        "created_by": dict(SANDBOX_USER),
+    }
+
+
+def contact_json(contact: Contact) -> dict[str, Any]:
+    """A contact resource, with the fields the importer can use to find a contact."""
+    return {
+        "id": contact.id,
+        "type": "individual",
+        "first_name": contact.first_name,
+        "last_name": contact.last_name,
+        "external_id": contact.external_id,
+        "external_ids": list(contact.external_ids),
+        "emails": [{"type": e.type, "value": e.value} for e in contact.emails],
+        "phones": [{"type": p.type, "value": p.value} for p in contact.phones],
+        "primary_email": contact.primary_email,
+        "primary_phone": contact.primary_phone,
+        "archived_at": iso(contact.archived_at) if contact.archived_at else None,
+        "created_at": iso(contact.created_at),
+        "updated_at": iso(contact.updated_at),
+    }
+
+
+def page_json(
+    items: Sequence[dict[str, Any]], *, total: int, page: int, per_page: int, url: URL
+) -> dict[str, Any]:
+    """One page of a list, with links built on `url` (the absolute request URL)."""
+    last_page = max(1, math.ceil(total / per_page))
+    first_index = (page - 1) * per_page + 1
+
+    def link(number: int) -> str:
+        return str(url.update_query(page=str(number)))
+
+    return {
+        "data": list(items),
+        "links": {
+            "first": link(1),
+            "last": link(last_page),
+            "prev": link(page - 1) if page > 1 else None,
+            "next": link(page + 1) if page < last_page else None,
+        },
+        "meta": {
+            "current_page": page,
+            "from": first_index if items else None,
+            "last_page": last_page,
+            "path": str(url.with_query(None)),
+            "per_page": per_page,
+            "to": first_index + len(items) - 1 if items else None,
+            "total": total,
+        },
+    }
+
+
+def error_json(errors: dict[str, list[str]]) -> dict[str, Any]:
+    """A 422 body: the first message, a count of the others, and all of them by field."""
+    messages = [message for field in errors.values() for message in field]
+    message = messages[0] if messages else "The given data was invalid."
+    others = len(messages) - 1
+    if others > 0:
+        message += f" (and {others} more error{'s' if others > 1 else ''})"
+    return {"message": message, "errors": errors}
+
+
+def validation_errors(error: ValidationError) -> dict[str, list[str]]:
+    """The payload model's errors, worded as Laravel's validator words them, by field."""
+    errors: dict[str, list[str]] = {}
+    for item in error.errors(include_url=False):
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        errors.setdefault(field, []).append(_laravel_message(field, item))
+    return errors
+
+
+def _laravel_message(field: str, item: Any) -> str:
+    attribute = field.replace("_", " ")
+    kind = item["type"]
+    if kind == "missing" or (kind == "enum" and item.get("input") in (None, "")):
+        return f"The {attribute} field is required."
+    if kind == "enum":
+        return f"The selected {attribute} is invalid."
+    if kind == "string_too_long":
+        limit = (item.get("ctx") or {}).get("max_length")
+        return f"The {attribute} field must not be greater than {limit} characters."
+    if kind == "string_type":
+        return f"The {attribute} field must be a string."
+    if kind == "timezone_aware":
+        return f"The {attribute} field must be a date with a UTC offset or timezone."
+    if kind.startswith("datetime"):
+        return f"The {attribute} field must be a valid date."
+    return f"The {attribute} field is invalid."

@@ -1,0 +1,414 @@
+"""The sandbox answers the importer's routes as the Givebutter reference pages describe them.
+
+Every test talks HTTP to a sandbox on loopback (no rate limit, no faults) with aiohttp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from importer.sandbox import (
+    SHARED_EMAIL,
+    SHARED_EMAIL_CONTACT_IDS,
+    Contact,
+    ContactPoint,
+    Sandbox,
+    SandboxSettings,
+    running_sandbox,
+)
+
+LIVE = 10001
+ARCHIVED = 10050
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with running_sandbox(SandboxSettings(limits=())) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def call(
+    http: aiohttp.ClientSession,
+    sandbox: Sandbox,
+    method: str,
+    path: str,
+    *,
+    key: str | None = None,
+    **kwargs: Any,
+) -> tuple[int, Any]:
+    """Send one request with the sandbox's key (or `key`); give the status and JSON body."""
+    url = path if path.startswith("http") else sandbox.base_url + path
+    headers = {"Authorization": f"Bearer {key or sandbox.api_key}", **kwargs.pop("headers", {})}
+    async with http.request(method, url, headers=headers, **kwargs) as response:
+        body = await response.json() if response.content_type == "application/json" else None
+        return response.status, body
+
+
+async def create(
+    http: aiohttp.ClientSession, sandbox: Sandbox, contact: int = LIVE, **fields: Any
+) -> dict[str, Any]:
+    status, body = await call(
+        http, sandbox, "POST", f"/contacts/{contact}/activities", json={"type": "note", **fields}
+    )
+    assert status == 200, body
+    return body
+
+
+# -- POST /v1/contacts/{contact}/activities ------------------------------------------------
+
+
+async def test_create_answers_200_with_a_bare_activity_resource(sandbox, http):
+    body = await create(
+        http,
+        sandbox,
+        type="phone_call",
+        subject="Thank-you call",
+        note="Loves the youth program",
+        occurred_at="2023-11-07T05:31:56Z",
+        timezone="America/Chicago",
+    )
+    assert isinstance(body["id"], str)
+    assert body["type"] == "phone_call"
+    assert body["source"] == "api"
+    assert isinstance(body["data"], str)
+    assert body["resource"] is None and body["resource_type"] is None
+    assert body["occurred_at"] == "2023-11-07T05:31:56.000000Z"
+    assert set(body["created_by"]) == {"id", "first_name", "last_name", "email"}
+    assert (body["subject"], body["note"], body["timezone"]) == (
+        "Thank-you call",
+        "Loves the youth program",
+        "America/Chicago",
+    )
+
+
+async def test_created_activity_ids_are_strings_of_increasing_numbers(sandbox, http):
+    ids = [(await create(http, sandbox))["id"] for _ in range(3)]
+    assert [int(i) for i in ids] == sorted(int(i) for i in ids)
+    assert len(set(ids)) == 3
+
+
+async def test_occurred_at_defaults_to_now(sandbox, http):
+    body = await create(http, sandbox)
+    occurred = datetime.fromisoformat(body["occurred_at"])
+    assert abs(occurred - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def test_occurred_at_with_an_offset_is_given_back_in_utc(sandbox, http):
+    body = await create(http, sandbox, occurred_at="2024-06-01T15:30:00+02:00")
+    assert body["occurred_at"] == "2024-06-01T13:30:00.000000Z"
+
+
+async def test_a_missing_key_is_401(sandbox, http):
+    async with http.post(f"{sandbox.base_url}/contacts/{LIVE}/activities", json={}) as response:
+        assert response.status == 401
+        assert await response.json() == {"message": "Unauthenticated."}
+
+
+async def test_a_wrong_key_is_401(sandbox, http):
+    status, body = await call(
+        http, sandbox, "POST", f"/contacts/{LIVE}/activities", key="nope", json={"type": "note"}
+    )
+    assert (status, body) == (401, {"message": "Unauthenticated."})
+    assert sandbox.store.count_activities() == 0
+
+
+async def test_an_unknown_contact_is_404(sandbox, http):
+    status, body = await call(
+        http, sandbox, "POST", "/contacts/99999/activities", json={"type": "note"}
+    )
+    assert status == 404
+    assert isinstance(body["message"], str)
+
+
+async def test_a_contact_that_is_not_an_integer_is_404(sandbox, http):
+    status, body = await call(http, sandbox, "POST", "/contacts/N%2FA/activities", json={})
+    assert status == 404
+    assert "message" in body
+
+
+async def test_an_archived_contact_is_403_even_before_the_body_is_checked(sandbox, http):
+    status, body = await call(
+        http, sandbox, "POST", f"/contacts/{ARCHIVED}/activities", json={"type": "bogus"}
+    )
+    assert (status, body) == (403, {"message": "This action is unauthorized."})
+
+
+async def test_an_invalid_body_is_422_with_laravel_messages_by_field(sandbox, http):
+    status, body = await call(
+        http,
+        sandbox,
+        "POST",
+        f"/contacts/{LIVE}/activities",
+        json={"type": "carrier_pigeon", "subject": "x" * 256},
+    )
+    assert status == 422
+    assert body == {
+        "message": "The selected type is invalid. (and 1 more error)",
+        "errors": {
+            "type": ["The selected type is invalid."],
+            "subject": ["The subject field must not be greater than 255 characters."],
+        },
+    }
+    assert sandbox.store.count_activities() == 0
+
+
+async def test_a_missing_or_null_type_is_required(sandbox, http):
+    for body in ({}, {"type": None}):
+        status, answer = await call(
+            http, sandbox, "POST", f"/contacts/{LIVE}/activities", json=body
+        )
+        assert status == 422
+        assert answer["errors"] == {"type": ["The type field is required."]}
+        assert answer["message"] == "The type field is required."
+
+
+async def test_three_errors_say_two_more_errors(sandbox, http):
+    status, body = await call(
+        http,
+        sandbox,
+        "POST",
+        f"/contacts/{LIVE}/activities",
+        json={"type": "x", "timezone": "t" * 256, "occurred_at": "yesterday"},
+    )
+    assert status == 422
+    assert body["message"].endswith(" (and 2 more errors)")
+    assert set(body["errors"]) == {"type", "timezone", "occurred_at"}
+
+
+async def test_a_body_that_is_not_json_is_422(sandbox, http):
+    status, body = await call(
+        http,
+        sandbox,
+        "POST",
+        f"/contacts/{LIVE}/activities",
+        data=b"type=note",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 422
+    assert set(body) == {"message", "errors"}
+
+
+async def test_fields_the_endpoint_does_not_know_are_ignored(sandbox, http):
+    body = await create(http, sandbox, campaign="Spring gala")
+    assert "campaign" not in body
+
+
+# -- reading activities back ---------------------------------------------------------------
+
+
+async def test_listing_activities_pages_with_absolute_links(sandbox, http):
+    for n in range(5):
+        await create(http, sandbox, subject=f"call {n}")
+    status, page = await call(http, sandbox, "GET", f"/contacts/{LIVE}/activities?per_page=2")
+    assert status == 200
+    assert [a["subject"] for a in page["data"]] == ["call 0", "call 1"]
+    meta = page["meta"]
+    assert (meta["current_page"], meta["last_page"], meta["per_page"], meta["total"]) == (
+        1,
+        3,
+        2,
+        5,
+    )
+    assert (meta["from"], meta["to"]) == (1, 2)
+    assert meta["path"] == f"{sandbox.base_url}/contacts/{LIVE}/activities"
+    assert page["links"]["prev"] is None
+    assert page["links"]["next"].startswith(sandbox.root_url)
+
+
+async def test_following_next_links_reaches_every_activity_once(sandbox, http):
+    for n in range(5):
+        await create(http, sandbox, subject=f"call {n}")
+    seen, url = [], f"{sandbox.base_url}/contacts/{LIVE}/activities?per_page=2"
+    while url is not None:
+        status, page = await call(http, sandbox, "GET", url)
+        assert status == 200
+        seen += [a["subject"] for a in page["data"]]
+        url = page["links"]["next"]
+    assert seen == [f"call {n}" for n in range(5)]
+
+
+async def test_the_last_page_has_no_next_link(sandbox, http):
+    await create(http, sandbox)
+    _, page = await call(http, sandbox, "GET", f"/contacts/{LIVE}/activities?page=1")
+    assert page["links"]["next"] is None
+    assert page["links"]["first"] == page["links"]["last"]
+
+
+async def test_listing_activities_filters_by_type(sandbox, http):
+    await create(http, sandbox, type="email")
+    await create(http, sandbox, type="sms")
+    _, page = await call(http, sandbox, "GET", f"/contacts/{LIVE}/activities?type=sms")
+    assert [a["type"] for a in page["data"]] == ["sms"]
+
+
+async def test_per_page_over_100_is_422(sandbox, http):
+    status, body = await call(http, sandbox, "GET", f"/contacts/{LIVE}/activities?per_page=101")
+    assert status == 422
+    assert "per_page" in body["errors"]
+
+
+async def test_one_activity_can_be_read_back(sandbox, http):
+    created = await create(http, sandbox, subject="Site visit")
+    status, body = await call(http, sandbox, "GET", f"/contacts/{LIVE}/activities/{created['id']}")
+    assert (status, body) == (200, created)
+
+
+async def test_an_unknown_activity_is_404(sandbox, http):
+    status, _ = await call(http, sandbox, "GET", f"/contacts/{LIVE}/activities/424242")
+    assert status == 404
+
+
+async def test_another_contacts_activity_is_404(sandbox, http):
+    created = await create(http, sandbox, contact=10002)
+    status, _ = await call(http, sandbox, "GET", f"/contacts/{LIVE}/activities/{created['id']}")
+    assert status == 404
+
+
+async def test_deleting_an_activity_answers_204_and_it_is_gone(sandbox, http):
+    created = await create(http, sandbox)
+    path = f"/contacts/{LIVE}/activities/{created['id']}"
+    assert (await call(http, sandbox, "DELETE", path))[0] == 204
+    assert (await call(http, sandbox, "GET", path))[0] == 404
+    assert (await call(http, sandbox, "DELETE", path))[0] == 404
+
+
+async def test_an_archived_contacts_activities_are_403(sandbox, http):
+    status, _ = await call(http, sandbox, "GET", f"/contacts/{ARCHIVED}/activities")
+    assert status == 403
+
+
+# -- contacts ------------------------------------------------------------------------------
+
+
+async def test_listing_contacts_gives_20_of_1000_seeded(sandbox, http):
+    status, page = await call(http, sandbox, "GET", "/contacts")
+    assert status == 200
+    assert len(page["data"]) == 20
+    assert page["meta"]["total"] == 1000
+    assert page["meta"]["last_page"] == 50
+    assert page["data"][0]["id"] == 10001
+    assert page["links"]["next"] == f"{sandbox.base_url}/contacts?page=2"
+
+
+async def test_a_contact_carries_the_fields_resolution_needs(sandbox, http):
+    _, page = await call(http, sandbox, "GET", "/contacts?per_page=1")
+    contact = page["data"][0]
+    assert {
+        "id",
+        "external_id",
+        "external_ids",
+        "emails",
+        "phones",
+        "primary_email",
+        "primary_phone",
+        "first_name",
+        "last_name",
+        "archived_at",
+        "created_at",
+        "updated_at",
+    } <= set(contact)
+    assert contact["primary_email"] == contact["emails"][0]["value"]
+    assert contact["external_id"] == "CRM-000001"
+
+
+async def test_following_next_links_visits_every_contact_once(sandbox, http):
+    ids, url = [], f"{sandbox.base_url}/contacts?per_page=100"
+    while url is not None:
+        _, page = await call(http, sandbox, "GET", url)
+        ids += [contact["id"] for contact in page["data"]]
+        url = page["links"]["next"]
+    assert ids == list(range(10001, 11001))
+
+
+async def test_the_email_filter_matches_any_email_ignoring_case(sandbox, http):
+    _, page = await call(http, sandbox, "GET", "/contacts/10004")
+    work = page["emails"][1]["value"]
+    assert work != work.lower()
+    for query in (work.lower(), work.upper()):
+        _, found = await call(http, sandbox, "GET", "/contacts", params={"email": query})
+        assert [c["id"] for c in found["data"]] == [10004]
+
+
+async def test_the_email_filter_keeps_itself_in_the_links(sandbox, http):
+    _, found = await call(http, sandbox, "GET", "/contacts", params={"email": SHARED_EMAIL})
+    assert "email=" in found["links"]["first"]
+
+
+async def test_a_shared_email_finds_both_contacts(sandbox, http):
+    _, found = await call(http, sandbox, "GET", "/contacts", params={"email": SHARED_EMAIL})
+    assert tuple(c["id"] for c in found["data"]) == SHARED_EMAIL_CONTACT_IDS
+
+
+async def test_an_email_nobody_has_finds_nothing(sandbox, http):
+    _, found = await call(http, sandbox, "GET", "/contacts", params={"email": "no@one.org"})
+    assert found["data"] == [] and found["meta"]["total"] == 0
+    assert found["links"]["next"] is None
+
+
+async def test_one_contact_can_be_read(sandbox, http):
+    status, contact = await call(http, sandbox, "GET", f"/contacts/{LIVE}")
+    assert status == 200 and contact["id"] == LIVE
+
+
+async def test_an_archived_contact_can_be_read_and_says_so(sandbox, http):
+    status, contact = await call(http, sandbox, "GET", f"/contacts/{ARCHIVED}")
+    assert status == 200
+    assert contact["archived_at"] is not None
+
+
+async def test_an_unknown_contact_cannot_be_read(sandbox, http):
+    assert (await call(http, sandbox, "GET", "/contacts/99999"))[0] == 404
+
+
+async def test_a_contact_added_in_python_is_served(sandbox, http):
+    sandbox.store.add_contact(
+        Contact(
+            id=20001,
+            first_name="Ada",
+            last_name="Lovelace",
+            emails=(ContactPoint("personal", "ada@example.org"),),
+        )
+    )
+    _, found = await call(http, sandbox, "GET", "/contacts", params={"email": "ADA@example.org"})
+    assert [c["id"] for c in found["data"]] == [20001]
+    await create(http, sandbox, contact=20001)
+    assert sandbox.store.count_activities(20001) == 1
+
+
+# -- the rest ------------------------------------------------------------------------------
+
+
+async def test_an_unknown_route_is_a_json_404(sandbox, http):
+    status, body = await call(http, sandbox, "GET", "/campaigns")
+    assert status == 404 and "message" in body
+
+
+async def test_the_stats_route_needs_no_key_and_counts_answers(sandbox, http):
+    await create(http, sandbox)
+    await call(http, sandbox, "GET", "/contacts/99999")
+    async with http.get(sandbox.stats_url) as response:
+        stats = await response.json()
+    assert response.status == 200
+    assert stats["activities"] == 1
+    assert stats["admitted"] == 2
+    assert {"method": "GET", "route": "/v1/contacts/{contact}", "status": 404, "count": 1} in (
+        stats["responses"]
+    )
+    assert "admitted_times" not in stats
+
+
+async def test_stats_are_kept_in_python_too(sandbox, http):
+    await create(http, sandbox)
+    assert sandbox.stats.count("POST", "/v1/contacts/{contact}/activities", 200) == 1
+    assert len(sandbox.stats.admitted_times) == 1

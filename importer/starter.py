@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import pandas as pd
 import yaml
 
+from importer.mapping import normalize_key
 from importer.payload import ActivityType
 from importer.read import SourceTable
 
@@ -171,7 +172,11 @@ def _contact_lines(chosen: dict[str, str | None]) -> list[str]:
 def _type_lines(column: str | None, first: pd.DataFrame) -> list[str]:
     if column is None:
         return ["  type: {value: note}   # no column looked like an activity type"]
-    values = sorted({v.strip() for v in first[column].tolist() if v.strip()})[:50]
+    distinct: dict[str, str] = {}
+    for value in first[column].tolist():
+        if value.strip():
+            distinct.setdefault(normalize_key(value), value.strip())
+    values = sorted(distinct.values())[:50]
     lines = [
         "  type:",
         f"    column: {_q(column)}",

@@ -1,0 +1,162 @@
+"""End to end against the sandbox on loopback: real HTTP, real files, real outcomes."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from importer.cli import main
+from importer.mapping import load_mapping
+from importer.pipeline import RunOptions, run_import
+from importer.retry import RetryPolicy
+from importer.sandbox import Faults, RateWindow, SandboxSettings, sandbox_in_thread
+from importer.send import SenderSettings
+from tests.conftest import MAPPINGS, SAMPLES
+
+DONOR_CSV = SAMPLES / "donor-crm-activities.csv"
+DONOR_MAPPING = MAPPINGS / "donor-crm-activities.yaml"
+FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def run_against(
+    sandbox,
+    results: Path,
+    *,
+    rate: float = 500.0,
+    timeout: float = 5.0,
+    input_path: Path = DONOR_CSV,
+):
+    settings = SenderSettings(
+        base_url=sandbox.base_url,
+        rate=rate,
+        concurrency=8,
+        max_attempts=FAST_RETRY.max_attempts,
+        timeout=timeout,
+        retry=FAST_RETRY,
+    )
+    options = RunOptions(
+        input_path=input_path,
+        mapping=load_mapping(DONOR_MAPPING),
+        results_path=results,
+        sender=settings,
+        api_key=sandbox.api_key,
+    )
+    return run_import(options)
+
+
+def test_a_clean_import_creates_every_valid_row_and_the_sandbox_holds_exactly_those(tmp_path):
+    with sandbox_in_thread(SandboxSettings(limits=())) as sandbox:
+        summary = run_against(sandbox, tmp_path / "r.csv")
+        rows = rows_of(tmp_path / "r.csv")
+        created = [r for r in rows if r["status"] == "created"]
+        assert len(rows) == 300 and summary.counts["created"] == len(created) == 287
+        assert sandbox.store.count_activities() == 287
+        for row in created[:20]:
+            stored = sandbox.store.get_activity(int(row["contact_id"]), row["activity_id"])
+            assert stored is not None and str(stored.contact_id) == row["contact_id"]
+            assert stored.subject == row["subject"]
+    by_row = {int(r["row"]): r for r in rows}
+    assert (by_row[85]["status"], by_row[85]["http_status"]) == ("failed", "403")
+    assert (by_row[97]["status"], by_row[97]["http_status"]) == ("failed", "404")
+    assert summary.exit_code() == 1
+
+
+def test_the_cli_imports_into_its_own_sandbox(tmp_path, capsys):
+    results = tmp_path / "r.csv"
+    code = main(
+        [
+            "run",
+            str(DONOR_CSV),
+            "-m",
+            str(DONOR_MAPPING),
+            "--sandbox",
+            "--rate",
+            "200/s",
+            "--results",
+            str(results),
+            "-q",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "287 created" in err and "now holds 287 activities" in err
+    assert sum(r["status"] == "created" for r in rows_of(results)) == 287
+
+
+def test_under_faults_every_row_still_ends_created_or_failed_once(tmp_path):
+    faults = Faults(error_rate=0.15, drop_rate=0.1, seed=7)
+    with sandbox_in_thread(SandboxSettings(limits=(), faults=faults)) as sandbox:
+        run_against(sandbox, tmp_path / "r.csv")
+    rows = rows_of(tmp_path / "r.csv")
+    assert [int(r["row"]) for r in rows] == list(range(2, 302))
+    sendable = [r for r in rows if r["status"] in {"created", "failed"}]
+    assert len(sendable) == 289
+    assert any(int(r["attempts"]) > 1 for r in sendable)  # the faults were met and retried
+    assert sum(r["status"] == "created" for r in rows) >= 280
+
+
+def test_429s_are_waited_out_and_every_row_is_created(tmp_path):
+    # The sandbox allows 20 per second; the sender is told 40/s, so it meets 429s and
+    # must obey Retry-After and slow down, not fail rows.
+    settings = SandboxSettings(limits=(RateWindow(20, 1.0),))
+    small = tmp_path / "small.csv"
+    lines = DONOR_CSV.read_text(encoding="utf-8").splitlines(keepends=True)
+    small.write_text("".join(lines[:41]), encoding="utf-8")
+    with sandbox_in_thread(settings) as sandbox:
+        summary = run_against(sandbox, tmp_path / "r.csv", rate=40.0, input_path=small)
+        assert sandbox.stats.throttled > 0
+    assert summary.counts["failed"] == 0 and summary.counts["created"] > 30
+
+
+def test_the_rate_limit_holds_in_every_one_second_and_sixty_second_window(tmp_path):
+    limits = (RateWindow(20, 1.0), RateWindow(1200, 60.0))
+    with sandbox_in_thread(SandboxSettings(limits=limits)) as sandbox:
+        summary = run_against(sandbox, tmp_path / "r.csv", rate=20.0)
+        assert sandbox.stats.throttled == 0
+        assert sandbox.max_admitted_in(1.0) <= 20
+        assert sandbox.max_admitted_in(60.0) <= 1200
+    assert summary.counts["created"] == 287
+
+
+def test_a_wrong_key_stops_the_run_at_once_with_exit_two(tmp_path, capsys, monkeypatch):
+    with sandbox_in_thread(SandboxSettings(limits=())) as sandbox:
+        monkeypatch.setenv("GIVEBUTTER_API_KEY", "not-the-key")
+        code = main(
+            [
+                "run",
+                str(DONOR_CSV),
+                "-m",
+                str(DONOR_MAPPING),
+                "--base-url",
+                sandbox.base_url,
+                "--results",
+                str(tmp_path / "r.csv"),
+                "-q",
+            ]
+        )
+        assert sandbox.store.count_activities() == 0
+    err = capsys.readouterr().err
+    assert code == 2 and "not-the-key" not in err and "refused the key" in err
+
+
+@pytest.mark.parametrize("flag", ["--concurrency", "--max-attempts"])
+def test_nonsense_send_settings_exit_two(tmp_path, capsys, flag):
+    code = main(
+        [
+            "run",
+            str(DONOR_CSV),
+            "-m",
+            str(DONOR_MAPPING),
+            "--sandbox",
+            flag,
+            "0",
+            "--results",
+            str(tmp_path / "r.csv"),
+            "-q",
+        ]
+    )
+    assert code == 2 and flag in capsys.readouterr().err

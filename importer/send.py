@@ -35,7 +35,7 @@ import json
 import random
 import time
 import urllib.parse
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ from importer.errors import AuthError, ConfigError, ImporterError
 from importer.payload import ActivityPayload
 from importer.ratelimit import DEFAULT_RATE_PER_SECOND, NoticeCallback, RateLimit
 from importer.records import SendResult, Status
+from importer.recover import find_activity
 from importer.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.givebutter.com/v1"
@@ -287,6 +288,14 @@ class Sender:
         Raises only `AuthError` (on a 401)."""
         return await self._create(contact_id, payload, _Exchange())
 
+    async def _get_json(self, path: str, params: dict[str, str]) -> Any:
+        """The JSON body of a 2xx answer to a GET, or None for any other answer."""
+        try:
+            answer = await self.request("GET", path, params=params)
+        except RequestFailed:
+            return None
+        return answer.json_body if answer.ok else None
+
     async def check_key(self) -> None:
         """Ask `GET /contacts?per_page=1` (with the usual retries) before anything is sent.
 
@@ -352,8 +361,24 @@ class Sender:
         self, contact_id: int, payload: ActivityPayload, exchange: _Exchange
     ) -> SendResult:
         path = f"/contacts/{int(contact_id)}/activities"
+
+        async def recheck() -> ApiResponse | None:
+            # Before posting again after a try whose effect is unknown, look for it.
+            found = await find_activity(self._get_json, contact_id, payload)
+            if found is None:
+                return None
+            return ApiResponse(
+                status=200,
+                json_body={"id": found},
+                headers={},
+                attempts=exchange.attempts,
+                ambiguous=False,
+            )
+
         try:
-            answer = await self._request("POST", path, payload.to_body(), None, exchange)
+            answer = await self._request(
+                "POST", path, payload.to_body(), None, exchange, recheck=recheck
+            )
         except RequestFailed as failure:
             return SendResult(
                 status=Status.FAILED,
@@ -372,9 +397,15 @@ class Sender:
         body: Any,
         params: Mapping[str, str] | None,
         exchange: _Exchange,
+        *,
+        recheck: Callable[[], Awaitable[ApiResponse | None]] | None = None,
     ) -> ApiResponse:
         url = self._base_url + path
         while True:
+            if recheck is not None and exchange.ambiguous and exchange.attempts:
+                found = await recheck()
+                if found is not None:
+                    return found
             exchange.sent_at = await self._limiter.acquire()
             exchange.attempts += 1
             exchange.sending = True

@@ -160,3 +160,18 @@ def test_nonsense_send_settings_exit_two(tmp_path, capsys, flag):
         ]
     )
     assert code == 2 and flag in capsys.readouterr().err
+
+
+def test_store_then_500_makes_no_duplicate(tmp_path):
+    # The hard case: the sandbox stores the activity, then answers 500. A blind retry
+    # would create it twice; the sender looks for it first.
+    faults = Faults(store_then_fail_rate=0.3, seed=3)
+    with sandbox_in_thread(SandboxSettings(limits=(), faults=faults)) as sandbox:
+        summary = run_against(sandbox, tmp_path / "r.csv")
+        stored = sandbox.store.count_activities()
+        assert sandbox.stats.faults["store_then_fail"] > 10
+    rows = rows_of(tmp_path / "r.csv")
+    created = [r for r in rows if r["status"] == "created"]
+    assert summary.counts["created"] == len(created) == 287
+    assert stored == 287
+    assert len({r["activity_id"] for r in created}) == 287

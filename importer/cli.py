@@ -85,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
                 summary_json=Path(args.summary_json) if args.summary_json else None,
                 sender=sender,
                 api_key=api_key,
+                ledger_path=_ledger_path(args, sandbox is not None),
+                allow_duplicates=args.allow_duplicates,
                 on_start=progress.start,
                 on_progress=progress.advance,
                 on_notice=progress.notice,
@@ -97,6 +99,21 @@ def _run(args: argparse.Namespace) -> int:
                 "in memory for this run only (`givebutter-import sandbox` runs one that stays)"
             )
     return summary.exit_code()
+
+
+def default_ledger_path() -> Path:
+    """Where the ledger lives unless --ledger says otherwise: the user's data folder."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "givebutter-import" / "ledger.sqlite"
+
+
+def _ledger_path(args: argparse.Namespace, sandbox: bool) -> Path | None:
+    if args.no_ledger:
+        return None
+    if args.ledger:
+        return Path(args.ledger)
+    # A --sandbox run sends to a new, empty, in-memory API: nothing to remember.
+    return None if sandbox else default_ledger_path()
 
 
 def _default_results_path(input_path: Path) -> Path:
@@ -263,6 +280,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for one answer (default 30)"
+    )
+    run.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help="the record of what was sent, so re-runs never send a row twice "
+        "(default ~/.local/share/givebutter-import/ledger.sqlite)",
+    )
+    run.add_argument("--no-ledger", action="store_true", help="keep no record (unsafe to re-run)")
+    run.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="identical rows in one file are separate activities (default: sent once)",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     run.set_defaults(command=_run)

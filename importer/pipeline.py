@@ -13,8 +13,9 @@ decided. Nothing is sent in a dry run: the sender is not even built.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from importer.errors import ConfigError
+from importer.ledger import EntryState, Ledger, NewEntry, activity_key, canonical_json
 from importer.mapper import Mapper
 from importer.mapping import Mapping, check_columns
 from importer.read import SourceOptions, SourceTable, open_table
@@ -48,6 +50,8 @@ class RunOptions:
     chunk_rows: int = 50_000
     sender: SenderSettings = field(default_factory=SenderSettings)
     api_key: str | None = None  # needed unless dry_run
+    ledger_path: Path | None = None  # None: no ledger (re-runs may send rows again)
+    allow_duplicates: bool = False  # identical rows in one file are separate activities
     on_start: Callable[[SourceTable], None] | None = None  # called once the header is read
     on_progress: ProgressCallback | None = None  # rows decided since the last call
     on_notice: NoticeCallback | None = None  # a line the user should see (rate changes)
@@ -67,13 +71,23 @@ def run_import(options: RunOptions) -> Summary:
             if options.dry_run:
                 _dry_run(table, Mapper(options.mapping), report)
             else:
-                asyncio.run(_send_run(table, Mapper(options.mapping), report, options))
+                with _open_ledger(options.ledger_path) as ledger:
+                    asyncio.run(_send_run(table, Mapper(options.mapping), report, options, ledger))
         finally:
             summary.finish()
             writer.flush()
     if options.summary_json is not None:
         write_summary_json(summary, options.summary_json)
     return summary
+
+
+@contextlib.contextmanager
+def _open_ledger(path: Path | None) -> Iterator[Ledger | None]:
+    if path is None:
+        yield None
+        return
+    with Ledger.open(path) as ledger:
+        yield ledger
 
 
 def _open_checked(options: RunOptions) -> SourceTable:
@@ -185,52 +199,177 @@ class _RowFeed:
             yield next(self._seqs), self._rows.popleft()
 
 
-async def _send_run(
-    table: SourceTable, mapper: Mapper, report: _Reporter, options: RunOptions
-) -> None:
-    ordered = OrderedOutcomes(report)
-    feed = _RowFeed(table, mapper)
-    in_flight: dict[int, tuple[int, Outcome]] = {}  # row -> (seq, outcome so far)
+class _Sending:
+    """One sending run's bookkeeping: what is in flight, the ledger, duplicates in the file.
 
-    def on_result(job: SendJob, result: SendResult) -> None:
-        seq, outcome = in_flight.pop(job.row)
+    With a ledger, each row's key is marked `sending` (durably) before its POST, and its
+    outcome is reported only once the ledger has committed it. A key already `created`
+    is skipped; a key left `sending` by an earlier run is looked for on the server first.
+    """
+
+    def __init__(self, options: RunOptions, ordered: OrderedOutcomes, ledger: Ledger | None):
+        self.options = options
+        self.ordered = ordered
+        self.ledger = ledger
+        self.in_flight: dict[int, tuple[int, Outcome, str]] = {}  # row -> (seq, outcome, key)
+        self.seen: dict[str, int] = {}  # key -> first row with it, in this run
+        self.occurrences: Counter[str] = Counter()
+        self.awaiting_commit: list[tuple[int, Outcome]] = []
+        self.batch: list[tuple[int, Outcome, str]] = []
+
+    def key_of(self, outcome: Outcome) -> str:
+        assert outcome.payload is not None and outcome.contact_id is not None
+        key = activity_key(self.options.sender.base_url, outcome.contact_id, outcome.payload)
+        if self.options.allow_duplicates:
+            # The n-th copy in the file is its own activity, on every run alike.
+            copy = self.occurrences[key]
+            self.occurrences[key] += 1
+            return f"{key}#{copy}" if copy else key
+        return key
+
+    async def admit(self, seq: int, outcome: Outcome, sender: Sender) -> bool:
+        """Decide a valid row before sending: True to send it, False if already decided."""
+        key = self.key_of(outcome)
+        if key in self.seen:
+            outcome.status = Status.SKIPPED
+            outcome.error = f"duplicate of row {self.seen[key]}: same contact and activity"
+            self.ordered.put(seq, outcome)
+            return False
+        self.seen[key] = outcome.row
+        entry = self.ledger.lookup([key]).get(key) if self.ledger else None
+        if entry is not None and entry.state is EntryState.CREATED:
+            outcome.status, outcome.activity_id = Status.SKIPPED, entry.activity_id
+            outcome.error = (
+                f"already imported: activity {entry.activity_id} (row {entry.row} of "
+                f"{entry.input_name})"
+            )
+            self.ordered.put(seq, outcome)
+            return False
+        if entry is not None and entry.state is EntryState.SENDING:
+            assert outcome.payload is not None and outcome.contact_id is not None
+            found = await sender.find_activity(outcome.contact_id, outcome.payload)
+            if found is not None:
+                self.mark_sending([(seq, outcome, key)])
+                self.record(seq, outcome, key, SendResult(status=Status.CREATED, activity_id=found))
+                outcome.warnings.append("an earlier run had created it; found on the server")
+                return False
+        self.batch.append((seq, outcome, key))
+        return True
+
+    def release_batch(self) -> list[SendJob]:
+        batch, self.batch = self.batch, []
+        self.mark_sending(batch)
+        jobs = []
+        for seq, outcome, key in batch:
+            assert outcome.payload is not None and outcome.contact_id is not None
+            self.in_flight[outcome.row] = (seq, outcome, key)
+            jobs.append(
+                SendJob(row=outcome.row, contact_id=outcome.contact_id, payload=outcome.payload)
+            )
+        return jobs
+
+    def mark_sending(self, batch: list[tuple[int, Outcome, str]]) -> None:
+        if self.ledger is None or not batch:
+            return
+        self.ledger.mark_sending(
+            NewEntry(
+                key=key,
+                contact_id=outcome.contact_id or 0,
+                row=outcome.row,
+                input_name=self.options.input_path.name,
+                payload_json=canonical_json(outcome.payload),
+            )  # type: ignore[arg-type]
+            for _, outcome, key in batch
+        )
+
+    def on_result(self, job: SendJob, result: SendResult) -> None:
+        seq, outcome, key = self.in_flight.pop(job.row)
+        self.record(seq, outcome, key, result)
+
+    def record(self, seq: int, outcome: Outcome, key: str, result: SendResult) -> None:
         outcome.status = result.status
         outcome.http_status = result.http_status
         outcome.activity_id = result.activity_id
         outcome.attempts = result.attempts
         outcome.error = result.error
-        ordered.put(seq, outcome)
+        if self.ledger is None:
+            self.ordered.put(seq, outcome)
+            return
+        if result.status is Status.CREATED:
+            self.ledger.record_created(key, result.activity_id or "", result.attempts)
+        elif not result.ambiguous:
+            self.ledger.record_failed(key, result.error, result.attempts, result.http_status)
+        # An ambiguous failure stays `sending`: the next run looks for it before sending.
+        self.awaiting_commit.append((seq, outcome))
+        if len(self.awaiting_commit) >= COMMIT_EVERY:
+            self.commit()
 
-    async def jobs() -> AsyncIterator[SendJob]:
-        for seq, mapped in feed:
-            outcome = decide(mapped)
-            if outcome.status is not Status.VALID or outcome.payload is None:
-                ordered.put(seq, outcome)
-                continue
-            in_flight[mapped.row] = (seq, outcome)
-            yield SendJob(row=mapped.row, contact_id=int(mapped.contact), payload=outcome.payload)
+    def commit(self) -> None:
+        """Make recorded outcomes durable, then report them."""
+        if self.ledger is not None and self.ledger.pending_results:
+            self.ledger.commit()
+        waiting, self.awaiting_commit = self.awaiting_commit, []
+        for seq, outcome in waiting:
+            self.ordered.put(seq, outcome)
+
+    async def commit_regularly(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_SECONDS)
+            self.commit()
+
+
+COMMIT_EVERY = 200
+COMMIT_SECONDS = 0.25
+SEND_BATCH = 32
+
+
+async def _send_run(
+    table: SourceTable,
+    mapper: Mapper,
+    report: _Reporter,
+    options: RunOptions,
+    ledger: Ledger | None,
+) -> None:
+    ordered = OrderedOutcomes(report)
+    feed = _RowFeed(table, mapper)
+    run = _Sending(options, ordered, ledger)
 
     timeout = aiohttp.ClientTimeout(total=options.sender.timeout)
     connector = aiohttp.TCPConnector(limit=options.sender.concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         sender = Sender(session, options.api_key or "", options.sender, on_notice=options.on_notice)
+
+        async def jobs() -> AsyncIterator[SendJob]:
+            for seq, mapped in feed:
+                outcome = decide(mapped)
+                if outcome.status is not Status.VALID:
+                    ordered.put(seq, outcome)
+                elif await run.admit(seq, outcome, sender) and len(run.batch) >= SEND_BATCH:
+                    for job in run.release_batch():
+                        yield job
+            for job in run.release_batch():
+                yield job
+
         await sender.check_key()
+        committer = asyncio.create_task(run.commit_regularly())
         try:
-            await sender.send_all(jobs(), on_result)
+            await sender.send_all(jobs(), run.on_result)
         except asyncio.CancelledError:
             report.summary.interrupted = True
+        finally:
+            committer.cancel()
+            run.commit()
     if report.summary.interrupted:
-        _finish_interrupted(feed, in_flight, ordered)
+        _finish_interrupted(feed, run, ordered)
 
 
-def _finish_interrupted(
-    feed: _RowFeed, in_flight: dict[int, tuple[int, Outcome]], ordered: OrderedOutcomes
-) -> None:
+def _finish_interrupted(feed: _RowFeed, run: _Sending, ordered: OrderedOutcomes) -> None:
     """Give every row not yet decided its line: read on to the end, send nothing."""
-    for seq, outcome in in_flight.values():
+    for seq, outcome, _ in [*run.in_flight.values(), *run.batch]:
         outcome.status, outcome.error = Status.FAILED, INTERRUPTED
         ordered.put(seq, outcome)
-    in_flight.clear()
+    run.in_flight.clear()
+    run.batch.clear()
     for seq, mapped in feed:
         outcome = decide(mapped)
         if outcome.status is Status.VALID:

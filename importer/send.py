@@ -42,12 +42,11 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from importer import __version__
+from importer import __version__, recover
 from importer.errors import AuthError, ConfigError, ImporterError
 from importer.payload import ActivityPayload
 from importer.ratelimit import DEFAULT_RATE_PER_SECOND, NoticeCallback, RateLimit
 from importer.records import SendResult, Status
-from importer.recover import find_activity
 from importer.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.givebutter.com/v1"
@@ -288,6 +287,10 @@ class Sender:
         Raises only `AuthError` (on a 401)."""
         return await self._create(contact_id, payload, _Exchange())
 
+    async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None:
+        """The id of an activity already on the server equal to `payload`, or None."""
+        return await recover.find_activity(self._get_json, contact_id, payload)
+
     async def _get_json(self, path: str, params: dict[str, str]) -> Any:
         """The JSON body of a 2xx answer to a GET, or None for any other answer."""
         try:
@@ -364,7 +367,7 @@ class Sender:
 
         async def recheck() -> ApiResponse | None:
             # Before posting again after a try whose effect is unknown, look for it.
-            found = await find_activity(self._get_json, contact_id, payload)
+            found = await self.find_activity(contact_id, payload)
             if found is None:
                 return None
             return ApiResponse(

@@ -1,0 +1,195 @@
+"""Never twice, never lost: re-runs, grown files, duplicates, locks and kill -9 (issue 4)."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from importer.cli import main
+from importer.ledger import Ledger
+from importer.sandbox import SandboxSettings, sandbox_in_thread
+from tests.conftest import MAPPINGS, ROOT, SAMPLES
+
+DONOR_CSV = SAMPLES / "donor-crm-activities.csv"
+DONOR_MAPPING = MAPPINGS / "donor-crm-activities.yaml"
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def first_lines(tmp_path: Path, count: int, name: str = "part.csv") -> Path:
+    """The sample's header and first `count` records (records, not physical lines)."""
+    with open(DONOR_CSV, newline="", encoding="utf-8") as f:
+        records = list(csv.reader(f))[: count + 1]
+    path = tmp_path / name
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(records)
+    return path
+
+
+@pytest.fixture
+def sandbox(monkeypatch):
+    with sandbox_in_thread(SandboxSettings(limits=())) as running:
+        monkeypatch.setenv("GIVEBUTTER_API_KEY", running.api_key)
+        yield running
+
+
+def run(sandbox, tmp_path: Path, input_path: Path, results: str, *extra: str) -> int:
+    return main(
+        [
+            "run",
+            str(input_path),
+            "-m",
+            str(DONOR_MAPPING),
+            "--base-url",
+            sandbox.base_url,
+            "--rate",
+            "500/s",
+            "--ledger",
+            str(tmp_path / "ledger.sqlite"),
+            "--results",
+            str(tmp_path / results),
+            "-q",
+            *extra,
+        ]
+    )
+
+
+def statuses(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows_of(path):
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return counts
+
+
+def test_a_second_run_of_the_same_file_sends_nothing(sandbox, tmp_path):
+    run(sandbox, tmp_path, DONOR_CSV, "first.csv")
+    assert sandbox.store.count_activities() == 287
+    posts_before = sandbox.stats.count(method="POST")
+    run(sandbox, tmp_path, DONOR_CSV, "second.csv")
+    assert sandbox.stats.count(method="POST") - posts_before == 2  # only the 403 and 404 rows
+    assert sandbox.store.count_activities() == 287
+    second = rows_of(tmp_path / "second.csv")
+    skipped = [r for r in second if r["error"].startswith("already imported")]
+    assert len(skipped) == 287 and all(r["activity_id"] for r in skipped)
+
+
+def test_a_grown_file_sends_only_the_new_rows(sandbox, tmp_path):
+    run(sandbox, tmp_path, first_lines(tmp_path, 100), "day1.csv")
+    created_day1 = sandbox.store.count_activities()
+    run(sandbox, tmp_path, first_lines(tmp_path, 150), "day2.csv")
+    day2 = rows_of(tmp_path / "day2.csv")
+    new = [r for r in day2 if r["status"] == "created"]
+    assert new and all(int(r["row"]) > 101 for r in new)
+    assert sandbox.store.count_activities() == created_day1 + len(new)
+
+
+def test_identical_rows_in_one_file_are_one_activity(sandbox, tmp_path):
+    lines = DONOR_CSV.read_text(encoding="utf-8").splitlines(keepends=True)
+    doubled = tmp_path / "doubled.csv"
+    doubled.write_text(lines[0] + lines[1] + lines[1], encoding="utf-8")
+    run(sandbox, tmp_path, doubled, "r.csv")
+    rows = rows_of(tmp_path / "r.csv")
+    assert [r["status"] for r in rows] == ["created", "skipped"]
+    assert rows[1]["error"] == "duplicate of row 2: same contact and activity"
+    assert sandbox.store.count_activities() == 1
+
+
+def test_allow_duplicates_sends_each_copy_once_even_on_a_rerun(sandbox, tmp_path):
+    lines = DONOR_CSV.read_text(encoding="utf-8").splitlines(keepends=True)
+    doubled = tmp_path / "doubled.csv"
+    doubled.write_text(lines[0] + lines[1] + lines[1], encoding="utf-8")
+    run(sandbox, tmp_path, doubled, "r1.csv", "--allow-duplicates")
+    run(sandbox, tmp_path, doubled, "r2.csv", "--allow-duplicates")
+    assert sandbox.store.count_activities() == 2
+    assert statuses(tmp_path / "r2.csv") == {"skipped": 2}
+
+
+def test_a_second_run_on_a_ledger_in_use_stops_with_a_clear_message(sandbox, tmp_path, capsys):
+    with Ledger.open(tmp_path / "ledger.sqlite"):
+        code = run(sandbox, tmp_path, DONOR_CSV, "r.csv")
+    err = capsys.readouterr().err
+    assert code == 2 and "another givebutter-import run is using the ledger" in err
+    assert sandbox.stats.count(method="POST") == 0
+
+
+def test_no_ledger_sends_again(sandbox, tmp_path):
+    part = first_lines(tmp_path, 10)
+    for name in ("a.csv", "b.csv"):
+        main(
+            [
+                "run",
+                str(part),
+                "-m",
+                str(DONOR_MAPPING),
+                "--base-url",
+                sandbox.base_url,
+                "--no-ledger",
+                "--results",
+                str(tmp_path / name),
+                "-q",
+            ]
+        )
+    assert sandbox.store.count_activities() == 2 * statuses(tmp_path / "a.csv")["created"]
+
+
+@pytest.mark.parametrize("kill_after", [0.3, 0.9, 1.6])
+def test_kill_9_mid_run_then_the_same_command_creates_each_activity_exactly_once(
+    sandbox, tmp_path, kill_after
+):
+    command = [
+        sys.executable,
+        "-m",
+        "importer",
+        "run",
+        str(DONOR_CSV),
+        "-m",
+        str(DONOR_MAPPING),
+        "--base-url",
+        sandbox.base_url,
+        "--rate",
+        "150/s",
+        "--ledger",
+        str(tmp_path / "ledger.sqlite"),
+        "-q",
+        "--force",
+    ]
+    env = {**os.environ, "GIVEBUTTER_API_KEY": sandbox.api_key}
+    victim = subprocess.Popen(
+        [*command, "--results", str(tmp_path / "killed.csv")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while sandbox.stats.count(method="POST") < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(kill_after)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert 0 < sandbox.store.count_activities() < 287  # it really died mid-run
+    done = subprocess.run(
+        [*command, "--results", str(tmp_path / "resumed.csv")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr  # 1: the sample's invalid rows
+    assert sandbox.store.count_activities() == 287
+    activities = [
+        (a.contact_id, a.type, a.subject, a.note, a.occurred_at)
+        for contact_id in sandbox.store.activity_counts()
+        for a in sandbox.store.list_activities(contact_id, limit=1000)[0]
+    ]
+    assert len(activities) == len(set(activities)) == 287

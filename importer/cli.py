@@ -85,7 +85,10 @@ def _run(args: argparse.Namespace) -> int:
                 summary_json=Path(args.summary_json) if args.summary_json else None,
                 sender=sender,
                 api_key=api_key,
-                ledger_path=_ledger_path(args, sandbox is not None),
+                ledger_path=(ledger := _ledger_path(args, sandbox is not None)),
+                contacts_index=_contacts_index(ledger),
+                contacts_max_age=args.contacts_max_age * 3600,
+                resolve=args.resolve,
                 allow_duplicates=args.allow_duplicates,
                 on_start=progress.start,
                 on_progress=progress.advance,
@@ -116,6 +119,11 @@ def _ledger_path(args: argparse.Namespace, sandbox: bool) -> Path | None:
     return None if sandbox else default_ledger_path()
 
 
+def _contacts_index(ledger: Path | None) -> Path | None:
+    """The external-id index lives beside the ledger (one per account); none: in memory."""
+    return None if ledger is None else ledger.with_name("contacts.sqlite")
+
+
 def _default_results_path(input_path: Path) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(f"{input_path.stem}-results-{stamp}.csv")
@@ -140,7 +148,7 @@ def _sender_settings(args: argparse.Namespace) -> SenderSettings:
 
 @contextlib.contextmanager
 def _sandbox_if_asked(args: argparse.Namespace) -> Iterator[object | None]:
-    if not getattr(args, "sandbox", False) or args.dry_run:
+    if not getattr(args, "sandbox", False) or (args.dry_run and not args.resolve):
         yield None
         return
     from importer.sandbox import SandboxSettings, sandbox_in_thread
@@ -292,6 +300,18 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-duplicates",
         action="store_true",
         help="identical rows in one file are separate activities (default: sent once)",
+    )
+    run.add_argument(
+        "--resolve",
+        action="store_true",
+        help="in a dry run, look up contacts named by email or external id (needs the key)",
+    )
+    run.add_argument(
+        "--contacts-max-age",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="reuse the external-id index while younger than this (default 24)",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     run.set_defaults(command=_run)

@@ -29,6 +29,7 @@ from importer.mapping import Mapping, check_columns
 from importer.read import SourceOptions, SourceTable, open_table
 from importer.records import MappedRow, Outcome, SendResult, Status
 from importer.report import ResultsWriter, Summary, write_summary_json
+from importer.resolve import DEFAULT_MAX_AGE, ContactResolver
 from importer.send import Sender, SenderSettings, SendJob, check_base_url
 
 ProgressCallback = Callable[[int], None]
@@ -52,6 +53,9 @@ class RunOptions:
     api_key: str | None = None  # needed unless dry_run
     ledger_path: Path | None = None  # None: no ledger (re-runs may send rows again)
     allow_duplicates: bool = False  # identical rows in one file are separate activities
+    resolve: bool = False  # in a dry run, look contacts up (a read: needs the key)
+    contacts_index: Path | None = None  # the external-id index; None: in memory, this run
+    contacts_max_age: float = DEFAULT_MAX_AGE  # seconds an index is reused
     on_start: Callable[[SourceTable], None] | None = None  # called once the header is read
     on_progress: ProgressCallback | None = None  # rows decided since the last call
     on_notice: NoticeCallback | None = None  # a line the user should see (rate changes)
@@ -60,7 +64,7 @@ class RunOptions:
 def run_import(options: RunOptions) -> Summary:
     """Run one import (or dry run) to the end; give its summary."""
     table = _open_checked(options)
-    if not options.dry_run:
+    if not options.dry_run or options.resolve:
         _check_send_settings(options)
     summary = Summary(dry_run=options.dry_run, results_path=str(options.results_path))
     with ResultsWriter(options.results_path, overwrite=options.overwrite_results) as writer:
@@ -68,7 +72,9 @@ def run_import(options: RunOptions) -> Summary:
             options.on_start(table)
         report = _Reporter(writer, summary, options.on_progress)
         try:
-            if options.dry_run:
+            if options.dry_run and options.resolve:
+                asyncio.run(_dry_run_resolving(table, Mapper(options.mapping), report, options))
+            elif options.dry_run:
                 _dry_run(table, Mapper(options.mapping), report)
             else:
                 with _open_ledger(options.ledger_path) as ledger:
@@ -144,18 +150,70 @@ def decide(mapped: MappedRow) -> Outcome:
         outcome.status, outcome.error = Status.SKIPPED, mapped.skipped_by
     elif mapped.errors:
         outcome.error = "; ".join(mapped.errors)
-    elif ":" in mapped.contact:
-        outcome.error = f"contact: cannot look up {mapped.contact} (only contact ids for now)"
     else:
         outcome.status = Status.VALID
-        outcome.contact_id = int(mapped.contact)
         outcome.payload = mapped.payload
+        if ":" not in mapped.contact:  # a Givebutter id; others are looked up (resolve.py)
+            outcome.contact_id, outcome.found_by = int(mapped.contact), "id"
     return outcome
+
+
+async def resolve_contacts(outcomes: list[Outcome], resolver: ContactResolver) -> None:
+    """Give each valid row that names its contact by email or external id its contact id,
+    or make it invalid with the reason. One request per distinct key at most."""
+    pending = [o for o in outcomes if o.status is Status.VALID and o.contact_id is None]
+    if not pending:
+        return
+    found = await resolver.resolve_many({o.contact for o in pending})
+    for outcome in pending:
+        resolution = found[outcome.contact]
+        if resolution.contact_id is not None:
+            outcome.contact_id, outcome.found_by = resolution.contact_id, resolution.found_by
+        else:
+            outcome.status, outcome.error = Status.INVALID, resolution.error
+
+
+UNRESOLVED = "contact not looked up in a dry run (add --resolve to look it up)"
 
 
 def _dry_run(table: SourceTable, mapper: Mapper, report: _Reporter) -> None:
     for chunk in table.chunks():
-        report([decide(m) for m in mapper.map_chunk(chunk)])
+        outcomes = [decide(m) for m in mapper.map_chunk(chunk)]
+        for outcome in outcomes:
+            if outcome.status is Status.VALID and outcome.contact_id is None:
+                outcome.warnings.append(UNRESOLVED)
+        report(outcomes)
+
+
+async def _dry_run_resolving(
+    table: SourceTable, mapper: Mapper, report: _Reporter, options: RunOptions
+) -> None:
+    async with _api_session(options) as sender:
+        resolver = _resolver(sender, options)
+        for chunk in table.chunks():
+            outcomes = [decide(m) for m in mapper.map_chunk(chunk)]
+            await resolve_contacts(outcomes, resolver)
+            report(outcomes)
+
+
+@contextlib.asynccontextmanager
+async def _api_session(options: RunOptions) -> AsyncIterator[Sender]:
+    """One HTTP session and sender for the run, the key checked before anything else."""
+    timeout = aiohttp.ClientTimeout(total=options.sender.timeout)
+    connector = aiohttp.TCPConnector(limit=options.sender.concurrency)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        sender = Sender(session, options.api_key or "", options.sender, on_notice=options.on_notice)
+        await sender.check_key()
+        yield sender
+
+
+def _resolver(sender: Sender, options: RunOptions) -> ContactResolver:
+    return ContactResolver(
+        sender,
+        index_path=options.contacts_index,
+        max_age=options.contacts_max_age,
+        on_notice=options.on_notice,
+    )
 
 
 class OrderedOutcomes:
@@ -185,18 +243,22 @@ class _RowFeed:
     def __init__(self, table: SourceTable, mapper: Mapper) -> None:
         self._chunks = table.chunks()
         self._mapper = mapper
-        self._rows: deque[MappedRow] = deque()
         self._seqs = itertools.count()
+        self.pending: deque[tuple[int, Outcome]] = deque()  # read, not yet taken
 
-    def __iter__(self) -> Iterator[tuple[int, MappedRow]]:
-        while True:
-            if not self._rows:
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    return
-                self._rows.extend(self._mapper.map_chunk(chunk))
-                continue
-            yield next(self._seqs), self._rows.popleft()
+    def next_chunk(self) -> list[tuple[int, Outcome]] | None:
+        """The next chunk's rows, decided as far as they can be before sending."""
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return None
+        return [(next(self._seqs), decide(m)) for m in self._mapper.map_chunk(chunk)]
+
+    def __iter__(self) -> Iterator[tuple[int, Outcome]]:
+        """Rows not yet taken: those pending from the current chunk, then the rest."""
+        while self.pending:
+            yield self.pending.popleft()
+        while (rows := self.next_chunk()) is not None:
+            yield from rows
 
 
 class _Sending:
@@ -334,23 +396,29 @@ async def _send_run(
     feed = _RowFeed(table, mapper)
     run = _Sending(options, ordered, ledger)
 
-    timeout = aiohttp.ClientTimeout(total=options.sender.timeout)
-    connector = aiohttp.TCPConnector(limit=options.sender.concurrency)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        sender = Sender(session, options.api_key or "", options.sender, on_notice=options.on_notice)
+    async with _api_session(options) as sender:
+        resolver = _resolver(sender, options)
 
         async def jobs() -> AsyncIterator[SendJob]:
-            for seq, mapped in feed:
-                outcome = decide(mapped)
-                if outcome.status is not Status.VALID:
-                    ordered.put(seq, outcome)
-                elif await run.admit(seq, outcome, sender) and len(run.batch) >= SEND_BATCH:
-                    for job in run.release_batch():
-                        yield job
+            while (rows := feed.next_chunk()) is not None:
+                feed.pending.extend(rows)  # kept there, so an interruption loses no row
+                await resolve_contacts([outcome for _, outcome in rows], resolver)
+                while feed.pending:
+                    seq, outcome = feed.pending.popleft()
+                    if outcome.status is not Status.VALID:
+                        ordered.put(seq, outcome)
+                        continue
+                    try:
+                        admitted = await run.admit(seq, outcome, sender)
+                    except asyncio.CancelledError:
+                        feed.pending.appendleft((seq, outcome))
+                        raise
+                    if admitted and len(run.batch) >= SEND_BATCH:
+                        for job in run.release_batch():
+                            yield job
             for job in run.release_batch():
                 yield job
 
-        await sender.check_key()
         committer = asyncio.create_task(run.commit_regularly())
         try:
             await sender.send_all(jobs(), run.on_result)
@@ -370,8 +438,7 @@ def _finish_interrupted(feed: _RowFeed, run: _Sending, ordered: OrderedOutcomes)
         ordered.put(seq, outcome)
     run.in_flight.clear()
     run.batch.clear()
-    for seq, mapped in feed:
-        outcome = decide(mapped)
+    for seq, outcome in feed:
         if outcome.status is Status.VALID:
             outcome.status, outcome.error = Status.FAILED, INTERRUPTED
         ordered.put(seq, outcome)

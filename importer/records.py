@@ -52,6 +52,7 @@ class Outcome:
     status: Status
     contact: str = ""
     contact_id: int | None = None
+    found_by: str = ""  # which key found the contact: id, email or external_id
     payload: ActivityPayload | None = None
     http_status: int | None = None
     activity_id: str | None = None

@@ -17,10 +17,11 @@ def read_back(path):
 
 
 def test_columns_hold_the_outcome_and_the_payload_fields():
-    assert RESULT_COLUMNS[:8] == (
+    assert RESULT_COLUMNS[:9] == (
         "row",
         "contact",
         "contact_id",
+        "found_by",
         "status",
         "http_status",
         "activity_id",

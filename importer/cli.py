@@ -13,6 +13,7 @@ mapping, no or wrong API key); 130 interrupted (Ctrl-C; the results file is comp
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import sys
@@ -26,11 +27,13 @@ from tqdm import tqdm
 from importer import __version__
 from importer.errors import ConfigError, ImporterError
 from importer.mapping import check_columns, load_mapping
-from importer.pipeline import RunOptions, run_import
+from importer.pipeline import RunOptions, api_session, open_ledger, run_import
 from importer.ratelimit import DEFAULT_RATE, parse_rate
 from importer.read import SourceOptions, SourceTable, open_table
+from importer.resolve import ContactResolver
 from importer.send import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, SenderSettings
 from importer.starter import starter_mapping
+from importer.undo import Deletion, created_lines, delete_activities, failed_rows
 
 API_KEY_VARIABLE = "GIVEBUTTER_API_KEY"
 BASE_URL_VARIABLE = "GIVEBUTTER_BASE_URL"
@@ -65,7 +68,69 @@ def _say(line: str) -> None:
 # -- run -----------------------------------------------------------------------------------
 
 
-def _run(args: argparse.Namespace) -> int:
+def _retry(args: argparse.Namespace) -> int:
+    failed = failed_rows(Path(args.results_of))
+    if not failed:
+        _say(f"{args.results_of}: no failed rows to send again")
+        return 0
+    _say(f"sending again the {len(failed):,} rows that failed in {args.results_of}")
+    args.dry_run, args.resolve, args.sandbox = False, False, False
+    return _run(args, only_rows=frozenset(failed))
+
+
+def _undo(args: argparse.Namespace) -> int:
+    lines = created_lines(Path(args.results_of))
+    if not lines:
+        _say(f"{args.results_of}: no created activities to delete")
+        return 0
+    if args.dry_run:
+        for line in lines:
+            print(f"row {line.row}: contact {line.contact_id}, activity {line.activity_id}")
+        _say(f"{len(lines):,} activities would be deleted")
+        return 0
+    if not args.yes and not _confirm(f"delete {len(lines):,} activities from Givebutter?"):
+        _say("nothing deleted")
+        return 2
+    settings = SenderSettings(base_url=_base_url(args), rate=parse_rate(args.rate))
+    ledger = None if args.no_ledger else Path(args.ledger) if args.ledger else default_ledger_path()
+
+    async def go() -> list[Deletion]:
+        async with api_session(settings, os.environ.get(API_KEY_VARIABLE, "")) as sender:
+            with open_ledger(ledger if ledger and ledger.exists() else None) as opened:
+                return await delete_activities(sender, lines, opened)
+
+    done = asyncio.run(go())
+    failed = [d for d in done if not d.deleted]
+    for deletion in failed:
+        _say(f"row {deletion.line.row}: not deleted: {deletion.reason}")
+    _say(f"{len(done) - len(failed):,} deleted, {len(failed):,} not deleted")
+    return 1 if failed else 0
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{question} Add --yes to confirm when not at a terminal")
+    return input(f"{question} [y/N] ").strip().lower() in {"y", "yes"}
+
+
+def _contacts_refresh(args: argparse.Namespace) -> int:
+    settings = SenderSettings(base_url=_base_url(args), rate=parse_rate(args.rate))
+    index = _contacts_index(Path(args.ledger) if args.ledger else default_ledger_path())
+
+    async def go() -> int:
+        async with api_session(settings, os.environ.get(API_KEY_VARIABLE, "")) as sender:
+            return await ContactResolver(sender, index_path=index, on_notice=_say).refresh_index()
+
+    count = asyncio.run(go())
+    print(f"contact index {index}: {count:,} contacts")
+    return 0
+
+
+def _base_url(args: argparse.Namespace) -> str:
+    return (args.base_url or os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL).rstrip("/")
+
+
+def _run(args: argparse.Namespace, *, only_rows: frozenset[int] | None = None) -> int:
     mapping = load_mapping(args.mapping)
     input_path = Path(args.input)
     results = Path(args.results) if args.results else _default_results_path(input_path)
@@ -89,6 +154,7 @@ def _run(args: argparse.Namespace) -> int:
                 contacts_index=_contacts_index(ledger),
                 contacts_max_age=args.contacts_max_age * 3600,
                 resolve=args.resolve,
+                only_rows=only_rows,
                 allow_duplicates=args.allow_duplicates,
                 on_start=progress.start,
                 on_progress=progress.advance,
@@ -130,7 +196,7 @@ def _default_results_path(input_path: Path) -> Path:
 
 
 def _sender_settings(args: argparse.Namespace) -> SenderSettings:
-    base_url = args.base_url or os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL
+    base_url = _base_url(args)
     if args.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1")
     if args.max_attempts < 1:
@@ -256,64 +322,18 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="import a file (or check it with --dry-run)")
     run.add_argument("input", metavar="INPUT", help="the CSV or Excel export")
-    run.add_argument("--mapping", "-m", required=True, help="the mapping YAML")
+    _add_run_arguments(run)
     run.add_argument("--dry-run", action="store_true", help="check every row; send nothing")
-    run.add_argument("--results", help="results CSV (default: INPUT-results-TIME.csv here)")
-    run.add_argument("--force", action="store_true", help="replace an existing results file")
-    run.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
-    run.add_argument(
-        "--sandbox",
-        action="store_true",
-        help="send to a local stand-in for the API started for this run",
-    )
-    run.add_argument(
-        "--base-url", help=f"API base URL (default ${BASE_URL_VARIABLE} or {DEFAULT_BASE_URL})"
-    )
-    run.add_argument(
-        "--rate",
-        default=DEFAULT_RATE,
-        help=f"requests allowed, as N/s, N/min or N/h (default {DEFAULT_RATE})",
-    )
-    run.add_argument(
-        "--concurrency",
-        type=int,
-        default=DEFAULT_CONCURRENCY,
-        help=f"requests in flight at once (default {DEFAULT_CONCURRENCY})",
-    )
-    run.add_argument(
-        "--max-attempts",
-        type=int,
-        default=5,
-        help="tries per row for retryable failures (default 5)",
-    )
-    run.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for one answer (default 30)"
-    )
-    run.add_argument(
-        "--ledger",
-        metavar="PATH",
-        help="the record of what was sent, so re-runs never send a row twice "
-        "(default ~/.local/share/givebutter-import/ledger.sqlite)",
-    )
-    run.add_argument("--no-ledger", action="store_true", help="keep no record (unsafe to re-run)")
-    run.add_argument(
-        "--allow-duplicates",
-        action="store_true",
-        help="identical rows in one file are separate activities (default: sent once)",
-    )
     run.add_argument(
         "--resolve",
         action="store_true",
         help="in a dry run, look up contacts named by email or external id (needs the key)",
     )
     run.add_argument(
-        "--contacts-max-age",
-        type=float,
-        default=24.0,
-        metavar="HOURS",
-        help="reuse the external-id index while younger than this (default 24)",
+        "--sandbox",
+        action="store_true",
+        help="send to a local stand-in for the API started for this run",
     )
-    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     run.set_defaults(command=_run)
 
     check = commands.add_parser("check", help="validate a mapping (against INPUT's header)")
@@ -325,9 +345,86 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("input", metavar="INPUT")
     init.set_defaults(command=_init)
 
+    retry = commands.add_parser("retry", help="send again the rows that failed in a run")
+    retry.add_argument("results_of", metavar="RESULTS", help="the earlier run's results CSV")
+    retry.add_argument("input", metavar="INPUT", help="the same input file as that run")
+    _add_run_arguments(retry)
+    retry.set_defaults(command=_retry, dry_run=False, resolve=False, sandbox=False)
+
+    undo = commands.add_parser("undo", help="delete the activities a run created")
+    undo.add_argument("results_of", metavar="RESULTS", help="the run's results CSV")
+    undo.add_argument("--yes", action="store_true", help="do not ask before deleting")
+    undo.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    undo.add_argument("--base-url", help="API base URL (as for run)")
+    undo.add_argument("--rate", default=DEFAULT_RATE, help="requests allowed (as for run)")
+    undo.add_argument("--ledger", metavar="PATH", help="the ledger to update (as for run)")
+    undo.add_argument("--no-ledger", action="store_true", help="leave the ledger alone")
+    undo.set_defaults(command=_undo)
+
+    contacts = commands.add_parser("contacts", help="the local index of contacts")
+    contacts_commands = contacts.add_subparsers(metavar="ACTION", required=True)
+    refresh = contacts_commands.add_parser("refresh", help="rebuild the external-id index now")
+    refresh.add_argument("--base-url", help="API base URL (as for run)")
+    refresh.add_argument("--rate", default=DEFAULT_RATE, help="requests allowed (as for run)")
+    refresh.add_argument("--ledger", metavar="PATH", help="the index lives beside this ledger")
+    refresh.set_defaults(command=_contacts_refresh, no_ledger=False)
+
     sandbox = commands.add_parser("sandbox", help="run the local stand-in for the API")
     from importer.sandbox import add_sandbox_arguments
 
     add_sandbox_arguments(sandbox)
     sandbox.set_defaults(command=_sandbox)
     return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `run` and `retry` share: where and how to send, the ledger, output."""
+    parser.add_argument("--mapping", "-m", required=True, help="the mapping YAML")
+    parser.add_argument("--results", help="results CSV (default: INPUT-results-TIME.csv here)")
+    parser.add_argument("--force", action="store_true", help="replace an existing results file")
+    parser.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
+    parser.add_argument(
+        "--base-url", help=f"API base URL (default ${BASE_URL_VARIABLE} or {DEFAULT_BASE_URL})"
+    )
+    parser.add_argument(
+        "--rate",
+        default=DEFAULT_RATE,
+        help=f"requests allowed, as N/s, N/min or N/h (default {DEFAULT_RATE})",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"requests in flight at once (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=5,
+        help="tries per row for retryable failures (default 5)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for one answer (default 30)"
+    )
+    parser.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help="the record of what was sent, so re-runs never send a row twice "
+        "(default ~/.local/share/givebutter-import/ledger.sqlite)",
+    )
+    parser.add_argument(
+        "--no-ledger", action="store_true", help="keep no record (unsafe to re-run)"
+    )
+    parser.add_argument(
+        "--allow-duplicates",
+        action="store_true",
+        help="identical rows in one file are separate activities (default: sent once)",
+    )
+    parser.add_argument(
+        "--contacts-max-age",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="reuse the external-id index while younger than this (default 24)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

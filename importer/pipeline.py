@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import pandas as pd
 
 from importer.errors import ConfigError
 from importer.ledger import EntryState, Ledger, NewEntry, activity_key, canonical_json
@@ -53,6 +54,7 @@ class RunOptions:
     api_key: str | None = None  # needed unless dry_run
     ledger_path: Path | None = None  # None: no ledger (re-runs may send rows again)
     allow_duplicates: bool = False  # identical rows in one file are separate activities
+    only_rows: frozenset[int] | None = None  # `retry`: the spreadsheet rows to take; None: all
     resolve: bool = False  # in a dry run, look contacts up (a read: needs the key)
     contacts_index: Path | None = None  # the external-id index; None: in memory, this run
     contacts_max_age: float = DEFAULT_MAX_AGE  # seconds an index is reused
@@ -75,9 +77,9 @@ def run_import(options: RunOptions) -> Summary:
             if options.dry_run and options.resolve:
                 asyncio.run(_dry_run_resolving(table, Mapper(options.mapping), report, options))
             elif options.dry_run:
-                _dry_run(table, Mapper(options.mapping), report)
+                _dry_run(table, Mapper(options.mapping), report, options)
             else:
-                with _open_ledger(options.ledger_path) as ledger:
+                with open_ledger(options.ledger_path) as ledger:
                     asyncio.run(_send_run(table, Mapper(options.mapping), report, options, ledger))
         finally:
             summary.finish()
@@ -88,7 +90,7 @@ def run_import(options: RunOptions) -> Summary:
 
 
 @contextlib.contextmanager
-def _open_ledger(path: Path | None) -> Iterator[Ledger | None]:
+def open_ledger(path: Path | None) -> Iterator[Ledger | None]:
     if path is None:
         yield None
         return
@@ -176,8 +178,17 @@ async def resolve_contacts(outcomes: list[Outcome], resolver: ContactResolver) -
 UNRESOLVED = "contact not looked up in a dry run (add --resolve to look it up)"
 
 
-def _dry_run(table: SourceTable, mapper: Mapper, report: _Reporter) -> None:
+def chunks_to_take(table: SourceTable, only_rows: frozenset[int] | None) -> Iterator[pd.DataFrame]:
+    """The table's chunks, keeping only `only_rows` when given."""
     for chunk in table.chunks():
+        if only_rows is not None:
+            chunk = chunk[chunk.index.isin(only_rows)]
+        if len(chunk):
+            yield chunk
+
+
+def _dry_run(table: SourceTable, mapper: Mapper, report: _Reporter, options: RunOptions) -> None:
+    for chunk in chunks_to_take(table, options.only_rows):
         outcomes = [decide(m) for m in mapper.map_chunk(chunk)]
         for outcome in outcomes:
             if outcome.status is Status.VALID and outcome.contact_id is None:
@@ -190,21 +201,30 @@ async def _dry_run_resolving(
 ) -> None:
     async with _api_session(options) as sender:
         resolver = _resolver(sender, options)
-        for chunk in table.chunks():
+        for chunk in chunks_to_take(table, options.only_rows):
             outcomes = [decide(m) for m in mapper.map_chunk(chunk)]
             await resolve_contacts(outcomes, resolver)
             report(outcomes)
 
 
 @contextlib.asynccontextmanager
-async def _api_session(options: RunOptions) -> AsyncIterator[Sender]:
-    """One HTTP session and sender for the run, the key checked before anything else."""
-    timeout = aiohttp.ClientTimeout(total=options.sender.timeout)
-    connector = aiohttp.TCPConnector(limit=options.sender.concurrency)
+async def api_session(
+    settings: SenderSettings, api_key: str, on_notice: NoticeCallback | None = None
+) -> AsyncIterator[Sender]:
+    """One HTTP session and sender for a run, the key checked before anything else."""
+    check_base_url(settings.base_url)
+    if not api_key:
+        raise ConfigError("no API key: set GIVEBUTTER_API_KEY")
+    timeout = aiohttp.ClientTimeout(total=settings.timeout)
+    connector = aiohttp.TCPConnector(limit=settings.concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        sender = Sender(session, options.api_key or "", options.sender, on_notice=options.on_notice)
+        sender = Sender(session, api_key, settings, on_notice=on_notice)
         await sender.check_key()
         yield sender
+
+
+def _api_session(options: RunOptions) -> contextlib.AbstractAsyncContextManager[Sender]:
+    return api_session(options.sender, options.api_key or "", options.on_notice)
 
 
 def _resolver(sender: Sender, options: RunOptions) -> ContactResolver:
@@ -240,8 +260,10 @@ class OrderedOutcomes:
 class _RowFeed:
     """Mapped rows, one at a time, read chunk by chunk; each row numbered in input order."""
 
-    def __init__(self, table: SourceTable, mapper: Mapper) -> None:
-        self._chunks = table.chunks()
+    def __init__(
+        self, table: SourceTable, mapper: Mapper, only_rows: frozenset[int] | None
+    ) -> None:
+        self._chunks = chunks_to_take(table, only_rows)
         self._mapper = mapper
         self._seqs = itertools.count()
         self.pending: deque[tuple[int, Outcome]] = deque()  # read, not yet taken
@@ -393,7 +415,7 @@ async def _send_run(
     ledger: Ledger | None,
 ) -> None:
     ordered = OrderedOutcomes(report)
-    feed = _RowFeed(table, mapper)
+    feed = _RowFeed(table, mapper, options.only_rows)
     run = _Sending(options, ordered, ledger)
 
     async with _api_session(options) as sender:

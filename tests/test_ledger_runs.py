@@ -193,3 +193,93 @@ def test_kill_9_mid_run_then_the_same_command_creates_each_activity_exactly_once
         for a in sandbox.store.list_activities(contact_id, limit=1000)[0]
     ]
     assert len(activities) == len(set(activities)) == 287
+
+
+def test_retry_sends_again_only_the_rows_that_failed(tmp_path, monkeypatch):
+    part = first_lines(tmp_path, 20)
+    with sandbox_in_thread(SandboxSettings(limits=())) as healthy:
+        monkeypatch.setenv("GIVEBUTTER_API_KEY", healthy.api_key)
+        first = tmp_path / "first.csv"
+        main(
+            [
+                "run",
+                str(part),
+                "-m",
+                str(DONOR_MAPPING),
+                "--base-url",
+                healthy.base_url,
+                "--rate",
+                "500/s",
+                "--no-ledger",
+                "--results",
+                str(first),
+                "-q",
+            ]
+        )
+        lines = rows_of(first)
+        # Pretend rows 2-4 failed (as after an outage) and remove their activities.
+        for line in lines[:3]:
+            healthy.store.delete_activity(int(line["contact_id"]), line["activity_id"])
+        edited = tmp_path / "edited.csv"
+        with open(edited, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(lines[0]))
+            writer.writeheader()
+            for n, line in enumerate(lines):
+                if n < 3:
+                    line = {**line, "status": "failed", "activity_id": "", "http_status": "500"}
+                writer.writerow(line)
+        before = healthy.store.count_activities()
+        code = main(
+            [
+                "retry",
+                str(edited),
+                str(part),
+                "-m",
+                str(DONOR_MAPPING),
+                "--base-url",
+                healthy.base_url,
+                "--rate",
+                "500/s",
+                "--no-ledger",
+                "--results",
+                str(tmp_path / "retry.csv"),
+                "-q",
+            ]
+        )
+        retried = rows_of(tmp_path / "retry.csv")
+        assert code == 0 and [r["row"] for r in retried] == ["2", "3", "4"]
+        assert {r["status"] for r in retried} == {"created"}
+        assert healthy.store.count_activities() == before + 3
+
+
+def test_undo_deletes_what_a_run_created_and_forgets_it_in_the_ledger(sandbox, tmp_path):
+    part = first_lines(tmp_path, 12)
+    run(sandbox, tmp_path, part, "r.csv")
+    created = sandbox.store.count_activities()
+    assert created > 5
+    assert main(["undo", str(tmp_path / "r.csv"), "--dry-run"]) == 0
+    assert sandbox.store.count_activities() == created
+    code = main(
+        [
+            "undo",
+            str(tmp_path / "r.csv"),
+            "--yes",
+            "--base-url",
+            sandbox.base_url,
+            "--rate",
+            "500/s",
+            "--ledger",
+            str(tmp_path / "ledger.sqlite"),
+        ]
+    )
+    assert code == 0 and sandbox.store.count_activities() == 0
+    run(sandbox, tmp_path, part, "again.csv")  # forgotten: a new run creates them again
+    assert sandbox.store.count_activities() == created
+
+
+def test_undo_without_yes_off_a_terminal_deletes_nothing(sandbox, tmp_path, capsys):
+    run(sandbox, tmp_path, first_lines(tmp_path, 5), "r.csv")
+    created = sandbox.store.count_activities()
+    code = main(["undo", str(tmp_path / "r.csv"), "--base-url", sandbox.base_url])
+    assert code == 2 and "--yes" in capsys.readouterr().err
+    assert sandbox.store.count_activities() == created

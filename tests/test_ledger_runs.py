@@ -283,3 +283,40 @@ def test_undo_without_yes_off_a_terminal_deletes_nothing(sandbox, tmp_path, caps
     code = main(["undo", str(tmp_path / "r.csv"), "--base-url", sandbox.base_url])
     assert code == 2 and "--yes" in capsys.readouterr().err
     assert sandbox.store.count_activities() == created
+
+
+def test_ctrl_c_stops_sending_finishes_the_report_and_exits_130(sandbox, tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "importer",
+        "run",
+        str(DONOR_CSV),
+        "-m",
+        str(DONOR_MAPPING),
+        "--base-url",
+        sandbox.base_url,
+        "--rate",
+        "40/s",
+        "--ledger",
+        str(tmp_path / "ledger.sqlite"),
+        "-q",
+        "--results",
+        str(tmp_path / "r.csv"),
+    ]
+    env = {**os.environ, "GIVEBUTTER_API_KEY": sandbox.api_key}
+    victim = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 30
+    while sandbox.stats.count(method="POST") < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGINT)
+    _, err = victim.communicate(timeout=60)
+    rows = rows_of(tmp_path / "r.csv")
+    assert victim.returncode == 130, err
+    assert "Traceback" not in err
+    assert [int(r["row"]) for r in rows] == list(range(2, 302))
+    created = [r for r in rows if r["status"] == "created"]
+    assert 0 < len(created) < 287 and len(created) == sandbox.store.count_activities()
+    assert any(r["error"] == "not sent: the run was interrupted" for r in rows)

@@ -135,3 +135,26 @@ def test_a_dry_run_with_resolve_looks_them_up_and_sends_nothing(sandbox, tmp_pat
     results = rows_of(tmp_path / "r.csv")
     assert code == 1 and results[0]["contact_id"] == "10012" and results[1]["status"] == "invalid"
     assert sandbox.stats.count(method="POST") == 0
+
+
+def test_contacts_refresh_rebuilds_the_index_beside_the_ledger(sandbox, tmp_path, capsys):
+    ledger = tmp_path / "ledger.sqlite"
+    code = main(
+        [
+            "contacts",
+            "refresh",
+            "--base-url",
+            sandbox.base_url,
+            "--rate",
+            "500/s",
+            "--ledger",
+            str(ledger),
+        ]
+    )
+    assert code == 0 and "1,000 contacts" in capsys.readouterr().out
+    assert (tmp_path / "contacts.sqlite").exists()
+    pages = sandbox.stats.count(method="GET", route="/v1/contacts")
+    data = write_csv(tmp_path / "x.csv", ["Legacy ID", "Type"], [["CRM-000003", "note"]])
+    run(sandbox, tmp_path, data, "contact: {external_id: Legacy ID}\nactivity: {type: Type}\n")
+    assert sandbox.stats.count(method="GET", route="/v1/contacts") == pages + 1  # key check only
+    assert rows_of(tmp_path / "r.csv")[0]["contact_id"] == "10003"

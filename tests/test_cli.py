@@ -1,12 +1,11 @@
 """The command line, end to end, on real files: dry runs, checks, init, exit codes."""
 
-import csv
 import json
 
 import pytest
 
 from importer.cli import main
-from tests.conftest import MAPPINGS, ROOT, SAMPLES
+from tests.conftest import MAPPINGS, ROOT, SAMPLES, rows_of
 
 EXPECTED = ROOT / "tests" / "expected"
 SAMPLE_FILES = {
@@ -32,11 +31,6 @@ def dry_run(tmp_path, input_path, mapping_path, *extra):
         ]
     )
     return code, results
-
-
-def rows_of(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def write(path, text, encoding="utf-8"):

@@ -1,6 +1,5 @@
 """End to end against the sandbox on loopback: real HTTP, real files, real outcomes."""
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,11 @@ from importer.pipeline import RunOptions, run_import
 from importer.retry import RetryPolicy
 from importer.sandbox import Faults, RateWindow, SandboxSettings, sandbox_in_thread
 from importer.send import SenderSettings
-from tests.conftest import MAPPINGS, SAMPLES
+from tests.conftest import MAPPINGS, SAMPLES, rows_of
 
 DONOR_CSV = SAMPLES / "donor-crm-activities.csv"
 DONOR_MAPPING = MAPPINGS / "donor-crm-activities.yaml"
 FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.05)
-
-
-def rows_of(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def run_against(

@@ -13,15 +13,10 @@ import pytest
 from importer.cli import main
 from importer.ledger import Ledger
 from importer.sandbox import SandboxSettings, sandbox_in_thread
-from tests.conftest import MAPPINGS, ROOT, SAMPLES
+from tests.conftest import MAPPINGS, ROOT, SAMPLES, rows_of
 
 DONOR_CSV = SAMPLES / "donor-crm-activities.csv"
 DONOR_MAPPING = MAPPINGS / "donor-crm-activities.yaml"
-
-
-def rows_of(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def first_lines(tmp_path: Path, count: int, name: str = "part.csv") -> Path:
@@ -32,13 +27,6 @@ def first_lines(tmp_path: Path, count: int, name: str = "part.csv") -> Path:
     with open(path, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(records)
     return path
-
-
-@pytest.fixture
-def sandbox(monkeypatch):
-    with sandbox_in_thread(SandboxSettings(limits=())) as running:
-        monkeypatch.setenv("GIVEBUTTER_API_KEY", running.api_key)
-        yield running
 
 
 def run(sandbox, tmp_path: Path, input_path: Path, results: str, *extra: str) -> int:
@@ -60,6 +48,27 @@ def run(sandbox, tmp_path: Path, input_path: Path, results: str, *extra: str) ->
             *extra,
         ]
     )
+
+
+def import_command(sandbox, tmp_path: Path, rate: str, *extra: str) -> list[str]:
+    """The sample import as a separate process (to be killed or interrupted)."""
+    return [
+        sys.executable,
+        "-m",
+        "importer",
+        "run",
+        str(DONOR_CSV),
+        "-m",
+        str(DONOR_MAPPING),
+        "--base-url",
+        sandbox.base_url,
+        "--rate",
+        rate,
+        "--ledger",
+        str(tmp_path / "ledger.sqlite"),
+        "-q",
+        *extra,
+    ]
 
 
 def statuses(path: Path) -> dict[str, int]:
@@ -144,23 +153,7 @@ def test_no_ledger_sends_again(sandbox, tmp_path):
 def test_kill_9_mid_run_then_the_same_command_creates_each_activity_exactly_once(
     sandbox, tmp_path, kill_after
 ):
-    command = [
-        sys.executable,
-        "-m",
-        "importer",
-        "run",
-        str(DONOR_CSV),
-        "-m",
-        str(DONOR_MAPPING),
-        "--base-url",
-        sandbox.base_url,
-        "--rate",
-        "150/s",
-        "--ledger",
-        str(tmp_path / "ledger.sqlite"),
-        "-q",
-        "--force",
-    ]
+    command = import_command(sandbox, tmp_path, "150/s", "--force")
     env = {**os.environ, "GIVEBUTTER_API_KEY": sandbox.api_key}
     victim = subprocess.Popen(
         [*command, "--results", str(tmp_path / "killed.csv")],
@@ -286,24 +279,7 @@ def test_undo_without_yes_off_a_terminal_deletes_nothing(sandbox, tmp_path, caps
 
 
 def test_ctrl_c_stops_sending_finishes_the_report_and_exits_130(sandbox, tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "importer",
-        "run",
-        str(DONOR_CSV),
-        "-m",
-        str(DONOR_MAPPING),
-        "--base-url",
-        sandbox.base_url,
-        "--rate",
-        "40/s",
-        "--ledger",
-        str(tmp_path / "ledger.sqlite"),
-        "-q",
-        "--results",
-        str(tmp_path / "r.csv"),
-    ]
+    command = import_command(sandbox, tmp_path, "40/s", "--results", str(tmp_path / "r.csv"))
     env = {**os.environ, "GIVEBUTTER_API_KEY": sandbox.api_key}
     victim = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True

@@ -3,28 +3,15 @@
 import csv
 from pathlib import Path
 
-import pytest
-
 from importer.cli import main
-from importer.sandbox import SandboxSettings, sandbox_in_thread, seeded_contact
-
-
-def rows_of(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+from importer.sandbox import seeded_contact
+from tests.conftest import rows_of
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([header, *rows])
     return path
-
-
-@pytest.fixture
-def sandbox(monkeypatch):
-    with sandbox_in_thread(SandboxSettings(limits=())) as running:
-        monkeypatch.setenv("GIVEBUTTER_API_KEY", running.api_key)
-        yield running
 
 
 def run(sandbox, tmp_path, data: Path, mapping: str, *extra: str) -> int:

@@ -30,9 +30,12 @@ from importer.payload import CONTACT_ID_PATTERN, validate_payload
 from importer.read import READ_ERROR_COLUMN
 from importer.records import MappedRow
 
-# A date-time string that carries its own offset (ends in Z, +hh:mm, +hhmm or +hh).
-_HAS_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+# A date-time string that carries its own offset: a time of day, then Z, +hh:mm, +hhmm or
+# +hh. (Not a bare date: the "-05" that ends "2024-03-05" is its day, not an offset.)
+_HAS_OFFSET = r"[T ]\d{2}(?::?\d{2}){0,2}(?:[.,]\d+)?(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
 _OFFSET_DIRECTIVE = re.compile(r"%[zZ]")
+_FIRST_INSTANT = pd.Timestamp("0001-01-01T00:00:00", tz="UTC")
+_LAST_INSTANT = pd.Timestamp("9999-12-31T23:59:59.999999", tz="UTC")
 _TEMPLATE_EDGE = " \t:;,-|/"
 
 
@@ -118,7 +121,14 @@ class Mapper:
             tried = " or ".join([*(f"'{f}'" for f in spec.formats or []), "ISO 8601"])
             for pos in np.flatnonzero(todo.to_numpy()):
                 errors[pos] = f"occurred_at ('{text.iat[pos]}') does not match {tried}"
-        values = [None if pd.isna(v) else v.to_pydatetime() for v in parsed]
+        # pandas holds years Python's datetime cannot ("-5" reads as the year -5 in ISO 8601).
+        outside = parsed.notna() & ~parsed.between(_FIRST_INSTANT, _LAST_INSTANT)
+        for pos in np.flatnonzero(outside.to_numpy()):
+            errors[pos] = f"occurred_at ('{text.iat[pos]}') is outside the years 1 to 9999 (in UTC)"
+        values = [
+            None if pd.isna(v) or out else v.to_pydatetime()
+            for v, out in zip(parsed, outside, strict=True)
+        ]
         return values, errors
 
     # -- contact and skip rules, vectorised ----------------------------------------------

@@ -50,7 +50,7 @@ def check_timezone_name(name: str) -> str:
     """Accept an IANA timezone name (such as America/New_York), or raise ValueError."""
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a folder
         raise ValueError(
             f"'{name}' is not an IANA timezone name (such as America/New_York or UTC)"
         ) from None

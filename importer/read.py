@@ -16,7 +16,10 @@ DataFrames, at most `chunk_rows` each. What every chunk promises:
   values than the header has columns keeps its first values and says so
   ("row has 9 fields, the header has 7"; in a workbook: "row has a value in column J,
   which has no header"); extra fields that are empty (a trailing delimiter) are ignored.
-  A row with fewer fields is sound: the missing cells are "".
+  A row with fewer fields is sound: the missing cells are "". Except the last row of
+  delimited text that ends without a line break: with fewer fields than the header it
+  is the mark of a file cut off mid-row, and the row says so ("the file ends in this
+  row, after 4 of 5 fields, without a line break: was it cut off?").
 
 The header: names are stripped of surrounding whitespace (and a UTF-8 byte-order mark).
 A blank header cell between named ones is named `column_N`, N its column number counting
@@ -52,6 +55,7 @@ import datetime as dt
 import io
 import itertools
 import re
+import zipfile
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +64,14 @@ import numpy as np
 import pandas as pd
 import python_calamine
 
-from importer.encodings import BadBytes, CheckedFile, choose_encoding, decode_sample, line_at
+from importer.encodings import (
+    BadBytes,
+    CheckedFile,
+    choose_encoding,
+    decode_sample,
+    is_ascii_compatible,
+    line_at,
+)
 from importer.errors import InputError
 
 READ_ERROR_COLUMN = "__read_error__"
@@ -77,6 +88,13 @@ _SPARE_FIELDS = 4  # extra fields a CSV row may have (beyond any row of the samp
 _ZIP_MAGIC = b"PK\x03\x04"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _ENCRYPTED_MARK = "EncryptionInfo".encode("utf-16-le")  # a stream of an encrypted OOXML file
+# Zip bombs: a part may not inflate more than _MAX_INFLATION times (Apache POI's rule; real
+# sheets deflate 5 to 20 times) once it is over _INFLATION_FREE bytes, nor all parts together
+# beyond _MAX_INFLATED bytes. The sizes the zip declares are binding: calamine's zip reader
+# and Python's (openpyxl) stop at a part's declared size.
+_MAX_INFLATION = 100
+_INFLATION_FREE = 1 << 20
+_MAX_INFLATED = 1 << 31
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,6 +231,7 @@ class _DelimitedPlan:
     width: int  # fields parsed per record: the header's names plus spare ones
     header_row: int
     chunk_rows: int
+    cut_after: int | None = None  # the file ends mid-row, after this many fields
 
 
 def _open_delimited(path: Path, options: SourceOptions) -> SourceTable:
@@ -253,6 +272,7 @@ def _open_delimited(path: Path, options: SourceOptions) -> SourceTable:
         width=max(len(columns) + _SPARE_FIELDS, _widest_record(text, chosen, at_eof=at_eof)),
         header_row=header_row,
         chunk_rows=options.chunk_rows,
+        cut_after=_cut_after(path, encoding, chosen, len(columns)),
     )
     return SourceTable(
         path=path,
@@ -264,6 +284,38 @@ def _open_delimited(path: Path, options: SourceOptions) -> SourceTable:
         rows=lambda: _delimited_chunks(plan),
         rows_hint=_estimate_records(path, sample, header_row),
     )
+
+
+_TAIL = 1 << 16  # bytes read from the end of a file to see whether it ends mid-row
+
+
+def _cut_after(path: Path, encoding: str, delimiter: str, width: int) -> int | None:
+    """The fields of the file's last line if the file looks cut off mid-row, else None.
+
+    Cut off: no line break at the end, and the last line has fewer fields than the header
+    (a last row with every field and no line break is whole: some tools write files so).
+    Judged for encodings where ASCII is ASCII, and only for a last line without quotes
+    (one with quotes may end a cell that spans lines) that starts within the last 64 KiB.
+    """
+    if not is_ascii_compatible(encoding):
+        return None
+    try:
+        with open(path, "rb") as file:
+            size = file.seek(0, 2)
+            file.seek(max(size - _TAIL, 0))
+            tail = file.read()
+    except OSError:
+        return None
+    if not tail or tail.endswith((b"\n", b"\r")):
+        return None
+    last = re.split(rb"[\r\n]", tail)[-1]
+    mark = delimiter.encode("ascii")
+    if b'"' in last or (len(last) == len(tail) and size > _TAIL):
+        return None
+    if not last.replace(mark, b"").strip():  # only delimiters: a blank row, not a record
+        return None
+    fields = last.count(mark) + 1
+    return fields if fields < width else None
 
 
 def _estimate_records(path: Path, sample: bytes, header_row: int) -> int | None:
@@ -293,20 +345,24 @@ def _read_start(path: Path, size: int) -> tuple[bytes, bool]:
     return sample[:size], len(sample) <= size
 
 
-def _records(text: str, delimiter: str, limit: int) -> list[list[str]]:
-    """Up to `limit` records parsed from `text` as the CSV parser reads them (blank: [])."""
+def _records(text: str, delimiter: str, limit: int) -> tuple[list[list[str]], bool]:
+    """Up to `limit` records parsed from `text` as the CSV parser reads them (blank: []),
+    and whether parsing stopped at a field too long for the csv module: the records before
+    that field all end within `text`."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"')
     records: list[list[str]] = []
-    with contextlib.suppress(csv.Error):  # a field too long for the csv module: stop there
+    try:
         for record in itertools.islice(reader, limit):
             records.append(record)
-    return records
+    except csv.Error:
+        return records, True
+    return records, False
 
 
 def _complete_records(text: str, delimiter: str, limit: int, *, at_eof: bool) -> list[list[str]]:
     """Up to `limit` records from `text` that certainly end within it."""
-    records = _records(text, delimiter, limit + 1)
-    if not at_eof and len(records) <= limit:
+    records, stopped = _records(text, delimiter, limit + 1)
+    if not at_eof and not stopped and len(records) <= limit:
         records = records[:-1]  # the last one may run on past the sample
     return records[:limit]
 
@@ -315,8 +371,10 @@ def _widest_record(text: str, delimiter: str, *, at_eof: bool) -> int:
     """The most fields of any record that ends within `text`."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"')
     widths = [0]
-    with contextlib.suppress(csv.Error):
+    try:
         widths.extend(len(record) for record in reader)
+    except csv.Error:  # a field too long for the csv module: the records before it are whole
+        return max(widths)
     if not at_eof:
         widths.pop()  # the last record may run on past the sample
     return max(widths, default=0)
@@ -356,16 +414,34 @@ def _delimited_chunks(plan: _DelimitedPlan) -> Iterator[pd.DataFrame]:
         except _DELIMITED_FAULTS as error:
             raise _delimited_error(error, plan, file.offset) from None
         with reader:
+            held = None  # one chunk is held back: the last one's last row may be cut off
             while True:
                 try:
                     raw = next(reader, None)
                 except _DELIMITED_FAULTS as error:
                     raise _delimited_error(error, plan, file.offset) from None
                 if raw is None:
-                    return
+                    break
                 chunk = _delimited_chunk(raw, plan)
                 if len(chunk):
-                    yield chunk
+                    if held is not None:
+                        yield held
+                    held = chunk
+            if held is not None:
+                yield _mark_cut_off(held, plan)
+
+
+def _mark_cut_off(chunk: pd.DataFrame, plan: _DelimitedPlan) -> pd.DataFrame:
+    """The file's last chunk, its last row marked if the file ends mid-row."""
+    if plan.cut_after is None:
+        return chunk
+    row = chunk.index[-1]
+    said = f"the file ends in this row, after {plan.cut_after} of {len(plan.columns)} fields, "
+    said += "without a line break: was it cut off?"
+    chunk.at[row, READ_ERROR_COLUMN] = "; ".join(
+        part for part in (chunk.at[row, READ_ERROR_COLUMN], said) if part
+    )
+    return chunk
 
 
 _DELIMITED_FAULTS = (pd.errors.ParserError, UnicodeDecodeError, BadBytes)
@@ -399,7 +475,9 @@ def _delimited_chunk(raw: pd.DataFrame, plan: _DelimitedPlan) -> pd.DataFrame:
     frame.columns = plan.columns
     # skiprows counts blank lines and the rows above the header, so positions are exact.
     frame.index = raw.index + (plan.header_row + 1)
-    frame.insert(n, READ_ERROR_COLUMN, pd.Series(errors, index=frame.index, dtype=object))
+    # concat, not insert: insert warns (PerformanceWarning) on a frame of thousands of columns.
+    errors_column = pd.Series(errors, index=frame.index, dtype=object, name=READ_ERROR_COLUMN)
+    frame = pd.concat([frame, errors_column], axis=1)
     blank = _blank_rows(raw)
     if blank.size:
         frame = frame.drop(index=frame.index[blank])
@@ -515,21 +593,46 @@ def _check_workbook_bytes(path: Path) -> None:
     start, at_eof = _read_start(path, 1 << 16)
     if not start:
         raise InputError(f"{source}: the file is empty")
+    if start.startswith(_OLE_MAGIC) and _ENCRYPTED_MARK in start:  # whatever its name
+        raise InputError(
+            f"{source}: the workbook is password-protected (encrypted); save a copy "
+            "without a password and import that"
+        )
     expected = _OLE_MAGIC if suffix == ".xls" else _ZIP_MAGIC
     if start.startswith(expected):
+        if expected == _ZIP_MAGIC:
+            _check_zip_sizes(path)
         return
     if start.startswith(_OLE_MAGIC):
-        if _ENCRYPTED_MARK in start:
-            raise InputError(
-                f"{source}: the workbook is password-protected (encrypted); save a copy "
-                "without a password and import that"
-            )
         raise InputError(f"{source}: is an old-style Excel file, not {suffix}: name it .xls")
     if start.startswith(_ZIP_MAGIC):
         raise InputError(f"{source}: is an .xlsx-style (zip) workbook, not {suffix}: name it .xlsx")
     if b"\x00" not in start and _looks_like_text(start, at_eof):
         raise InputError(f"{source}: is text, not a {suffix} workbook: if it is CSV, name it .csv")
     raise InputError(f"{source}: is not a {suffix} workbook (its content is not one)")
+
+
+def _check_zip_sizes(path: Path) -> None:
+    """InputError for a zip whose parts would inflate too far to read (a zip bomb)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # a damaged zip: calamine (or openpyxl) says what is wrong with it
+    for part in parts:
+        ratio = part.file_size / max(part.compress_size, 1)
+        if part.file_size > _INFLATION_FREE and ratio > _MAX_INFLATION:
+            raise InputError(
+                f"{path}: refused as a possible zip bomb: its part {part.filename} would "
+                f"inflate {ratio:,.0f} times, to {part.file_size:,} bytes; if the workbook "
+                "is genuine, save the sheet as CSV and import that"
+            )
+    total = sum(part.file_size for part in parts)
+    if total > _MAX_INFLATED:
+        raise InputError(
+            f"{path}: the workbook inflates to {total:,} bytes, more than "
+            f"{_MAX_INFLATED >> 30} GiB: save the sheet as CSV and import that"
+        )
 
 
 def _looks_like_text(start: bytes, at_eof: bool) -> bool:

@@ -42,7 +42,9 @@ to text chunk by chunk. Cells become text as a person reads them: 123 -> "123", 
 "12.5" (other numbers: Python's repr of the float), TRUE/FALSE, dates as ISO 8601
 ("2024-03-05", or "2024-03-05T14:30:00" when there is a time of day; a date-time at
 midnight reads as the date), times "14:30:00"; formulas give their cached value; error
-cells (#N/A) are blank.
+cells (#N/A) are blank. Before a workbook is opened, an encrypted one (an OLE file with an
+`EncryptionInfo` stream, whatever its name) is refused, and so is a zip whose parts would
+inflate too far: a part over 1 MiB more than 100 times, or all parts beyond 2 GiB.
 
 Every failure to read is an `InputError` whose message names the file and what is wrong.
 """

@@ -68,12 +68,20 @@ class Mapper:
         skipped = self._skip_reasons(trimmed, len(rows))
         columns = {name: self._field(name, spec, trimmed) for name, spec in self._fields.items()}
         dates, date_errors = self._occurred_at(columns.pop("occurred_at", None))
+        # Plain lists: reading a pandas Series cell by cell costs more than the rest together.
+        cells = {
+            name: (
+                column.values.to_list(),
+                None if column.truncated_from is None else column.truncated_from.to_list(),
+            )
+            for name, column in columns.items()
+        }
         read_errors = (
             frame[READ_ERROR_COLUMN].to_list() if READ_ERROR_COLUMN in frame else [""] * len(rows)
         )
         return [
             self._row(
-                i, row, contacts, contact_errors, skipped, columns, dates, date_errors, read_errors
+                i, row, contacts, contact_errors, skipped, cells, dates, date_errors, read_errors
             )
             for i, row in enumerate(rows)
         ]
@@ -179,7 +187,7 @@ class Mapper:
         contacts: list[str],
         contact_errors: list[str],
         skipped: list[str | None],
-        columns: dict[str, _Column],
+        cells: dict[str, tuple[list[str], list[int] | None]],
         dates: list[Any],
         date_errors: list[str],
         read_errors: list[str],
@@ -189,16 +197,16 @@ class Mapper:
             mapped.skipped_by = skipped[i]
             return mapped
         fields: dict[str, Any] = {}
-        for name, column in columns.items():
-            value = column.values.iat[i]
+        for name, (values, truncated_from) in cells.items():
+            value = values[i]
             if value != "":
                 fields[name] = value
             elif self._fields[name].send_null:
                 fields[name] = None
-            if column.truncated_from is not None and column.truncated_from.iat[i]:
+            if truncated_from is not None and truncated_from[i]:
                 limit = self._fields[name].truncate
                 mapped.warnings.append(
-                    f"{name} truncated from {column.truncated_from.iat[i]} to {limit} characters"
+                    f"{name} truncated from {truncated_from[i]} to {limit} characters"
                 )
         if dates and dates[i] is not None:
             fields["occurred_at"] = dates[i]

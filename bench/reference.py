@@ -19,7 +19,7 @@ import aiohttp
 
 from importer.mapper import Mapper
 from importer.mapping import load_mapping
-from importer.pipeline import decide
+from importer.pipeline import decide_rows
 from importer.read import SourceOptions, open_table
 from importer.records import Status
 
@@ -42,8 +42,7 @@ def request_bodies(input_path: Path, mapping_path: Path) -> list[RequestBody]:
     mapper = Mapper(mapping)
     bodies = []
     for chunk in table.chunks():
-        for mapped in mapper.map_chunk(chunk):
-            outcome = decide(mapped)
+        for outcome in decide_rows(mapper.map_columns(chunk)):
             if outcome.status is Status.VALID and outcome.payload is not None:
                 assert outcome.contact_id is not None
                 bodies.append((outcome.contact_id, outcome.payload.to_body()))

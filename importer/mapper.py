@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import zoneinfo
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,9 +25,9 @@ from importer.mapping import (
     normalize_key,
     template_parts,
 )
-from importer.payload import CONTACT_ID_PATTERN, validate_payload
+from importer.payload import CONTACT_ID_PATTERN, FIELD_NAMES, refused_values
 from importer.read import READ_ERROR_COLUMN
-from importer.records import MappedRow
+from importer.records import MappedChunk, MappedRow
 
 # A date-time string that carries its own offset: a time of day, then Z, +hh:mm, +hhmm or
 # +hh. (Not a bare date: the "-05" that ends "2024-03-05" is its day, not an offset.)
@@ -58,33 +57,56 @@ class Mapper:
             for name, spec in self._fields.items()
             if spec.map
         }
+        self._send_null = frozenset(n for n, spec in self._fields.items() if spec.send_null)
         occurred = self._fields.get("occurred_at")
         self._zone = zoneinfo.ZoneInfo((occurred and occurred.timezone) or "UTC")
 
     def map_chunk(self, frame: pd.DataFrame) -> list[MappedRow]:
-        rows = frame.index.to_list()
+        """The chunk's rows one by one, each with its payload or its reasons."""
+        return self.map_columns(frame).mapped_rows()
+
+    def map_columns(self, frame: pd.DataFrame) -> MappedChunk:
+        """The chunk mapped and validated column by column: no per-row objects."""
+        n = len(frame)
         trimmed = {col: _trim(frame[col]) for col in self.mapping.columns()}
-        contacts, contact_errors = self._contacts(trimmed, len(rows))
-        skipped = self._skip_reasons(trimmed, len(rows))
+        contacts, contact_errors = self._contacts(trimmed, n)
+        skipped = self._skip_reasons(trimmed, n)
         columns = {name: self._field(name, spec, trimmed) for name, spec in self._fields.items()}
-        dates, date_errors = self._occurred_at(columns.pop("occurred_at", None))
-        # Plain lists: reading a pandas Series cell by cell costs more than the rest together.
-        cells = {
-            name: (
-                column.values.to_list(),
-                None if column.truncated_from is None else column.truncated_from.to_list(),
-            )
-            for name, column in columns.items()
-        }
-        read_errors = (
-            frame[READ_ERROR_COLUMN].to_list() if READ_ERROR_COLUMN in frame else [""] * len(rows)
+        problems = _Problems(skipped)
+        if READ_ERROR_COLUMN in frame:
+            problems.errors_from(frame[READ_ERROR_COLUMN].to_list())
+        problems.errors_from(contact_errors)
+        values: dict[str, list[str]] = {}
+        for name, column in columns.items():
+            if name == "occurred_at":
+                values[name], date_errors = self._occurred_at(column)
+                problems.errors_from(date_errors)
+            else:
+                values[name] = column.values.to_list()
+            if column.truncated_from is not None:
+                limit = self._fields[name].truncate
+                for pos in np.flatnonzero(column.truncated_from.to_numpy()):
+                    length = column.truncated_from.iat[pos]
+                    problems.warn(pos, f"{name} truncated from {length} to {limit} characters")
+        if "type" not in values:
+            problems.errors_from(["type is blank and the mapping gives no default"] * n)
+        else:
+            for pos in np.flatnonzero(columns["type"].values.to_numpy() == ""):
+                problems.error(pos, "type is blank and the mapping gives no default")
+        if "timezone" in values:
+            problems.errors_at(_timezone_name_errors(values["timezone"]))
+        for name in FIELD_NAMES:
+            if name in values:
+                problems.errors_at(_check_filled(name, values[name]))
+        return MappedChunk(
+            rows=frame.index.to_list(),
+            contacts=contacts,
+            values=values,
+            send_null=self._send_null,
+            skipped=skipped,
+            errors=problems.errors,
+            warnings=problems.warnings,
         )
-        return [
-            self._row(
-                i, row, contacts, contact_errors, skipped, cells, dates, date_errors, read_errors
-            )
-            for i, row in enumerate(rows)
-        ]
 
     # -- per field, vectorised ------------------------------------------------------------
 
@@ -106,10 +128,8 @@ class Mapper:
             lengths.where(too_long, 0),
         )
 
-    def _occurred_at(self, column: _Column | None) -> tuple[list[Any], list[str]]:
-        """Parse dates with the mapping's formats, then ISO 8601; give UTC datetimes."""
-        if column is None:
-            return [], []
+    def _occurred_at(self, column: _Column) -> tuple[list[str], list[str]]:
+        """Parse dates with the mapping's formats, then ISO 8601; give them in ISO 8601, UTC."""
         text = column.values
         parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
         todo = text != ""
@@ -130,14 +150,10 @@ class Mapper:
             for pos in np.flatnonzero(todo.to_numpy()):
                 errors[pos] = f"occurred_at ('{text.iat[pos]}') does not match {tried}"
         # pandas holds years Python's datetime cannot ("-5" reads as the year -5 in ISO 8601).
-        outside = parsed.notna() & ~parsed.between(_FIRST_INSTANT, _LAST_INSTANT)
-        for pos in np.flatnonzero(outside.to_numpy()):
+        outside = (parsed.notna() & ~parsed.between(_FIRST_INSTANT, _LAST_INSTANT)).to_numpy()
+        for pos in np.flatnonzero(outside):
             errors[pos] = f"occurred_at ('{text.iat[pos]}') is outside the years 1 to 9999 (in UTC)"
-        values = [
-            None if pd.isna(v) or out else v.to_pydatetime()
-            for v, out in zip(parsed, outside, strict=True)
-        ]
-        return values, errors
+        return _iso_utc(parsed.to_numpy(dtype="datetime64[us]"), outside), errors
 
     # -- contact and skip rules, vectorised ----------------------------------------------
 
@@ -148,19 +164,18 @@ class Mapper:
             values = trimmed[column].reset_index(drop=True)
             present = values != ""
             keys = keys.where(~present, values if kind == "id" else f"{kind}:" + values)
-        errors = [""] * n
         key_list = keys.to_list()
-        bad_id = self.mapping.contact.id is not None
-        for pos, key in enumerate(key_list):
-            if key == "":
-                tried = ", ".join(col for _, col in self.mapping.contact.lookups())
-                errors[pos] = f"contact: {tried} {'is' if ',' not in tried else 'are'} blank"
-            elif bad_id and ":" not in key and not CONTACT_ID_PATTERN.fullmatch(key):
-                errors[pos] = f"contact id ('{key}') is not a Givebutter contact id (a number)"
-        return key_list, errors
+        tried = ", ".join(col for _, col in self.mapping.contact.lookups())
+        problems = {"": f"contact: {tried} {'is' if ',' not in tried else 'are'} blank"}
+        if self.mapping.contact.id is not None:
+            for key in set(key_list):
+                if key and ":" not in key and not CONTACT_ID_PATTERN.fullmatch(key):
+                    problems[key] = f"contact id ('{key}') is not a Givebutter contact id"
+                    problems[key] += " (a number)"
+        return key_list, [problems.get(key, "") for key in key_list]
 
-    def _skip_reasons(self, trimmed: dict[str, pd.Series], n: int) -> list[str | None]:
-        reasons: list[str | None] = [None] * n
+    def _skip_reasons(self, trimmed: dict[str, pd.Series], n: int) -> list[str]:
+        reasons = [""] * n
         undecided = np.ones(n, dtype=bool)
         for number, rule in enumerate(self.mapping.skip, start=1):
             norm = _normalized(trimmed[rule.column])
@@ -178,62 +193,68 @@ class Mapper:
             undecided &= ~matched
         return reasons
 
-    # -- one row ---------------------------------------------------------------------------
 
-    def _row(
-        self,
-        i: int,
-        row: int,
-        contacts: list[str],
-        contact_errors: list[str],
-        skipped: list[str | None],
-        cells: dict[str, tuple[list[str], list[int] | None]],
-        dates: list[Any],
-        date_errors: list[str],
-        read_errors: list[str],
-    ) -> MappedRow:
-        mapped = MappedRow(row=row, contact=contacts[i])
-        if skipped[i] is not None:
-            mapped.skipped_by = skipped[i]
-            return mapped
-        fields: dict[str, Any] = {}
-        for name, (values, truncated_from) in cells.items():
-            value = values[i]
-            if value != "":
-                fields[name] = value
-            elif self._fields[name].send_null:
-                fields[name] = None
-            if truncated_from is not None and truncated_from[i]:
-                limit = self._fields[name].truncate
-                mapped.warnings.append(
-                    f"{name} truncated from {truncated_from[i]} to {limit} characters"
-                )
-        if dates and dates[i] is not None:
-            fields["occurred_at"] = dates[i]
-        elif "occurred_at" in self._fields and self._fields["occurred_at"].send_null:
-            fields["occurred_at"] = None
-        errors = [e for e in (read_errors[i], contact_errors[i]) if e]
-        if dates and date_errors[i]:
-            errors.append(date_errors[i])
-        if "type" not in fields:
-            errors.append("type is blank and the mapping gives no default")
-        timezone = fields.get("timezone")
-        if timezone:
-            try:
-                check_timezone_name(timezone)
-            except ValueError as error:
-                errors.append(f"timezone: {error}")
-        payload, reasons = validate_payload(fields)
-        errors.extend(r for r in reasons if not r.startswith("type is required"))
-        if errors:
-            mapped.errors = errors
-        else:
-            mapped.payload = payload
-        return mapped
+class _Problems:
+    """A chunk's errors and warnings by position, leaving out the rows a skip rule took."""
+
+    def __init__(self, skipped: list[str]) -> None:
+        self._skipped = skipped
+        self.errors: dict[int, list[str]] = {}
+        self.warnings: dict[int, list[str]] = {}
+
+    def error(self, pos: int, reason: str) -> None:
+        if not self._skipped[pos]:
+            self.errors.setdefault(int(pos), []).append(reason)
+
+    def warn(self, pos: int, warning: str) -> None:
+        if not self._skipped[pos]:
+            self.warnings.setdefault(int(pos), []).append(warning)
+
+    def errors_from(self, reasons: list[str]) -> None:
+        """One reason or "" per row."""
+        for pos in np.flatnonzero(np.asarray(reasons, dtype=object) != ""):
+            self.error(pos, reasons[pos])
+
+    def errors_at(self, reasons: dict[int, str]) -> None:
+        for pos, reason in reasons.items():
+            self.error(pos, reason)
+
+
+def _check_filled(name: str, values: list[str]) -> dict[int, str]:
+    """The payload model's word on a field's non-blank values, by position."""
+    refused = refused_values(name, set(values) - {""})
+    if not refused:
+        return {}
+    return {pos: refused[value] for pos, value in enumerate(values) if value in refused}
+
+
+def _timezone_name_errors(names: list[str]) -> dict[int, str]:
+    bad: dict[str, str] = {}
+    for name in set(names) - {""}:
+        try:
+            check_timezone_name(name)
+        except ValueError as error:
+            bad[name] = f"timezone: {error}"
+    if not bad:
+        return {}
+    return {pos: bad[name] for pos, name in enumerate(names) if name in bad}
+
+
+def _iso_utc(instants: np.ndarray, outside: np.ndarray) -> list[str]:
+    """UTC instants as ISO 8601 text, written as the payload model writes them: seconds,
+    microseconds only where there are some, and Z. NaT and `outside` give ""."""
+    whole = np.datetime_as_string(instants, unit="s")
+    fraction = (instants - instants.astype("datetime64[s]")).astype(np.int64) != 0
+    if fraction.any():
+        whole[fraction] = np.datetime_as_string(instants[fraction], unit="us")
+    text = whole.astype(object) + "Z"
+    text[np.isnat(instants) | outside] = ""
+    return text.tolist()
 
 
 def _trim(series: pd.Series) -> pd.Series:
-    return series.astype(object).str.strip()
+    # A list comprehension: three times as fast as `Series.str.strip` on text cells.
+    return pd.Series([cell.strip() for cell in series.to_list()], index=series.index, dtype=object)
 
 
 def _normalized(series: pd.Series) -> pd.Series:

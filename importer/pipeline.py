@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pandas as pd
 
 from importer.errors import ConfigError
 from importer.ledger import EntryState, Ledger, NewEntry, activity_key, canonical_json
 from importer.mapper import Mapper
 from importer.mapping import Mapping, check_columns
+from importer.payload import validate_payload
 from importer.read import SourceOptions, SourceTable, open_table
-from importer.records import MappedRow, Outcome, SendResult, Status
+from importer.records import MappedChunk, Outcome, OutcomeBlock, SendResult, Status
 from importer.report import ResultsWriter, Summary, write_summary_json
 from importer.resolve import DEFAULT_MAX_AGE, ContactResolver
 from importer.send import Sender, SenderSettings, SendJob, check_base_url
@@ -142,22 +144,62 @@ class _Reporter:
         if self.on_progress is not None:
             self.on_progress(len(outcomes))
 
+    def block(self, block: OutcomeBlock) -> None:
+        self.writer.write_block(block)
+        self.summary.add_block(block)
+        if self.on_progress is not None:
+            self.on_progress(len(block))
 
-def decide(mapped: MappedRow) -> Outcome:
-    """A mapped row's outcome before sending: VALID (to send), INVALID or SKIPPED."""
-    outcome = Outcome(
-        row=mapped.row, status=Status.INVALID, contact=mapped.contact, warnings=mapped.warnings
+
+def decide(chunk: MappedChunk) -> OutcomeBlock:
+    """A mapped chunk's outcomes before sending, column by column: SKIPPED, INVALID, or
+    VALID (to send). Only valid rows show their payload's fields."""
+    n = len(chunk)
+    statuses, errors = [Status.VALID] * n, [""] * n
+    for pos in np.flatnonzero(np.asarray(chunk.skipped, dtype=object) != ""):
+        statuses[pos], errors[pos] = Status.SKIPPED, chunk.skipped[pos]
+    for pos, reasons in chunk.errors.items():
+        statuses[pos], errors[pos] = Status.INVALID, "; ".join(reasons)
+    unsent = [pos for pos, status in enumerate(statuses) if status is not Status.VALID]
+    values = {}
+    for name, column in chunk.values.items():
+        values[name] = column.copy() if unsent else column
+        for pos in unsent:
+            values[name][pos] = ""
+    # A Givebutter id is the contact; other keys are looked up (resolve.py).
+    sent = [
+        key if status is Status.VALID else ""
+        for key, status in zip(chunk.contacts, statuses, strict=True)
+    ]
+    ids = {key: int(key) for key in set(sent) if key and ":" not in key}
+    contact_ids = [ids.get(key) for key in sent]
+    return OutcomeBlock(
+        rows=chunk.rows,
+        statuses=statuses,
+        contacts=chunk.contacts,
+        contact_ids=contact_ids,
+        found_by=["" if cid is None else "id" for cid in contact_ids],
+        errors=errors,
+        warnings=dict(chunk.warnings),
+        values=values,
     )
-    if mapped.skipped_by is not None:
-        outcome.status, outcome.error = Status.SKIPPED, mapped.skipped_by
-    elif mapped.errors:
-        outcome.error = "; ".join(mapped.errors)
-    else:
-        outcome.status = Status.VALID
-        outcome.payload = mapped.payload
-        if ":" not in mapped.contact:  # a Givebutter id; others are looked up (resolve.py)
-            outcome.contact_id, outcome.found_by = int(mapped.contact), "id"
-    return outcome
+
+
+def decide_rows(chunk: MappedChunk) -> list[Outcome]:
+    """`decide`, row by row, with a payload for each valid row: what sending needs."""
+    block = decide(chunk)
+    outcomes = []
+    for i, status in enumerate(block.statuses):
+        if status is not Status.VALID:
+            outcomes.append(block.outcome(i, None))
+            continue
+        payload, reasons = validate_payload(chunk.body(i))
+        outcome = block.outcome(i, payload)
+        if reasons:  # the fields passed one by one: only a rule across fields gets here
+            outcome.status, outcome.error = Status.INVALID, "; ".join(reasons)
+            outcome.contact_id, outcome.found_by = None, ""
+        outcomes.append(outcome)
+    return outcomes
 
 
 async def resolve_contacts(outcomes: list[Outcome], resolver: ContactResolver) -> None:
@@ -189,11 +231,13 @@ def chunks_to_take(table: SourceTable, only_rows: frozenset[int] | None) -> Iter
 
 def _dry_run(table: SourceTable, mapper: Mapper, report: _Reporter, options: RunOptions) -> None:
     for chunk in chunks_to_take(table, options.only_rows):
-        outcomes = [decide(m) for m in mapper.map_chunk(chunk)]
-        for outcome in outcomes:
-            if outcome.status is Status.VALID and outcome.contact_id is None:
-                outcome.warnings.append(UNRESOLVED)
-        report(outcomes)
+        block = decide(mapper.map_columns(chunk))
+        for pos, (status, contact_id) in enumerate(
+            zip(block.statuses, block.contact_ids, strict=True)
+        ):
+            if status is Status.VALID and contact_id is None:
+                block.warnings.setdefault(pos, []).append(UNRESOLVED)
+        report.block(block)
 
 
 async def _dry_run_resolving(
@@ -202,7 +246,7 @@ async def _dry_run_resolving(
     async with _api_session(options) as sender:
         resolver = _resolver(sender, options)
         for chunk in chunks_to_take(table, options.only_rows):
-            outcomes = [decide(m) for m in mapper.map_chunk(chunk)]
+            outcomes = decide_rows(mapper.map_columns(chunk))
             await resolve_contacts(outcomes, resolver)
             report(outcomes)
 
@@ -273,7 +317,7 @@ class _RowFeed:
         chunk = next(self._chunks, None)
         if chunk is None:
             return None
-        return [(next(self._seqs), decide(m)) for m in self._mapper.map_chunk(chunk)]
+        return [(next(self._seqs), o) for o in decide_rows(self._mapper.map_columns(chunk))]
 
     def __iter__(self) -> Iterator[tuple[int, Outcome]]:
         """Rows not yet taken: those pending from the current chunk, then the rest."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from importer.payload import ActivityPayload
+from importer.payload import FIELD_NAMES, ActivityPayload, validate_payload
 
 
 class Status(StrEnum):
@@ -28,6 +28,52 @@ class MappedRow:
     errors: list[str] = field(default_factory=list)
     skipped_by: str | None = None  # the skip rule that matched
     warnings: list[str] = field(default_factory=list)  # e.g. "subject truncated to 255"
+
+
+@dataclass(slots=True)
+class MappedChunk:
+    """A chunk of source rows after the map stage, column by column (positions 0..n-1).
+
+    A row is skipped when `skipped` names the rule that matched; else invalid when `errors`
+    holds reasons for it; else valid, and its payload is made of its `values`: a blank ("")
+    is left out, or sent as null where the field's mapping says `send_null`.
+    """
+
+    rows: list[int]  # spreadsheet row numbers
+    contacts: list[str]  # the contact key: an id, or `kind:value` to look up
+    values: dict[str, list[str]]  # payload field -> text; occurred_at in ISO 8601, UTC
+    send_null: frozenset[str]
+    skipped: list[str]  # "" or the skip rule that matched
+    errors: dict[int, list[str]]  # position -> reasons (never a skipped position)
+    warnings: dict[int, list[str]]  # position -> warnings (never a skipped position)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def body(self, i: int) -> dict[str, str | None]:
+        """Row `i`'s payload fields, as the mapping sets them."""
+        body: dict[str, str | None] = {}
+        for name, values in self.values.items():
+            if values[i] != "":
+                body[name] = values[i]
+            elif name in self.send_null:
+                body[name] = None
+        return body
+
+    def mapped_row(self, i: int) -> MappedRow:
+        mapped = MappedRow(row=self.rows[i], contact=self.contacts[i])
+        if self.skipped[i]:
+            mapped.skipped_by = self.skipped[i]
+            return mapped
+        mapped.warnings = list(self.warnings.get(i, ()))
+        mapped.errors = list(self.errors.get(i, ()))
+        if not mapped.errors:
+            # The mapper validated each field through the model already; this builds it.
+            mapped.payload, mapped.errors = validate_payload(self.body(i))
+        return mapped
+
+    def mapped_rows(self) -> list[MappedRow]:
+        return [self.mapped_row(i) for i in range(len(self.rows))]
 
 
 @dataclass(slots=True, frozen=True)
@@ -59,3 +105,59 @@ class Outcome:
     attempts: int = 0
     error: str = ""
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class OutcomeBlock:
+    """The outcomes of consecutive rows, column by column: what the results CSV is written
+    from. A dry run makes one per chunk without a per-row object; a sending run makes one
+    from the `Outcome`s it decided (`of`)."""
+
+    rows: list[int]
+    statuses: list[Status]
+    contacts: list[str]
+    contact_ids: list[int | None]
+    found_by: list[str]
+    errors: list[str]
+    warnings: dict[int, list[str]]  # position -> warnings
+    values: dict[str, list[str]]  # payload field -> text, "" where the row has no payload
+    http_statuses: list[int | None] | None = None  # None: nothing was sent
+    activity_ids: list[str] | None = None
+    attempts: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def of(cls, outcomes: list[Outcome]) -> OutcomeBlock:
+        bodies = [o.payload.to_body() if o.payload is not None else {} for o in outcomes]
+        values: dict[str, list[str]] = {}
+        for name in FIELD_NAMES:
+            column = ["" if b.get(name) is None else str(b[name]) for b in bodies]
+            if any(column):
+                values[name] = column
+        return cls(
+            rows=[o.row for o in outcomes],
+            statuses=[o.status for o in outcomes],
+            contacts=[o.contact for o in outcomes],
+            contact_ids=[o.contact_id for o in outcomes],
+            found_by=[o.found_by for o in outcomes],
+            errors=[o.error for o in outcomes],
+            warnings={i: o.warnings for i, o in enumerate(outcomes) if o.warnings},
+            values=values,
+            http_statuses=[o.http_status for o in outcomes],
+            activity_ids=[o.activity_id or "" for o in outcomes],
+            attempts=[o.attempts for o in outcomes],
+        )
+
+    def outcome(self, i: int, payload: ActivityPayload | None) -> Outcome:
+        return Outcome(
+            row=self.rows[i],
+            status=self.statuses[i],
+            contact=self.contacts[i],
+            contact_id=self.contact_ids[i],
+            found_by=self.found_by[i],
+            payload=payload,
+            error=self.errors[i],
+            warnings=list(self.warnings.get(i, ())),
+        )

@@ -1,10 +1,13 @@
 """The map stage: every mapping feature, row by row, on small frames."""
 
+from datetime import UTC, datetime
+
 import pandas as pd
 import pytest
 
 from importer.mapper import READ_ERROR_COLUMN, Mapper
 from importer.mapping import parse_mapping
+from importer.payload import ActivityPayload
 
 
 def map_rows(mapping_text: str, columns: dict[str, list[str]], rows: list[int] | None = None):
@@ -243,3 +246,22 @@ def test_a_timezone_field_value_must_be_an_iana_name():
         BASE + "  type: {value: note}\n  timezone: Z\n", {"C": ["1"], "Z": ["Moon/Base"]}
     )
     assert mapped[0].errors[0].startswith("timezone: 'Moon/Base' is not an IANA timezone name")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00Z",
+        "2024-03-05T14:30:00.000500+01:00",
+        "2024-03-05T14:30:00.5Z",
+        "9999-12-31T23:59:59.999999Z",
+        "1970-01-01T00:00:00Z",
+        "1969-12-31T23:59:59.25Z",
+    ],
+)
+def test_dates_are_written_as_the_payload_model_writes_them(text):
+    mapping = parse_mapping(BASE + "  type: {value: note}\n  occurred_at: D\n")
+    chunk = Mapper(mapping).map_columns(pd.DataFrame({"C": ["1"], "D": [text]}, index=[2]))
+    instant = datetime.fromisoformat(text).astimezone(UTC)
+    payload = ActivityPayload.model_validate({"type": "note", "occurred_at": instant})
+    assert chunk.values["occurred_at"] == [payload.to_body()["occurred_at"]]

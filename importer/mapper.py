@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import re
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from importer.mapping import (
     FieldSpec,
@@ -292,8 +295,62 @@ def _apply_map(values: pd.Series, lookup: dict[str, str]) -> pd.Series:
 def _parse_with_format(text: pd.Series, fmt: str, zone: zoneinfo.ZoneInfo) -> pd.Series:
     if _OFFSET_DIRECTIVE.search(fmt):
         return pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-    naive = pd.to_datetime(text, format=fmt, errors="coerce")
-    return _localize(naive, zone)
+    return _localize(_strptime(text, fmt), zone)
+
+
+def _strptime(text: pd.Series, fmt: str) -> pd.Series:
+    """`pd.to_datetime(text, format=fmt, errors="coerce")`, sped up by pyarrow.
+
+    pyarrow's strptime is twenty times as fast but lenient: it reads "02/30" as March 1st
+    and "24" as the year 24. So it is trusted only for cells that its result, written back
+    with `fmt`, gives exactly; pandas reads the others (padding, case, or not a date).
+    """
+    cells = pa.array(text.to_numpy(), pa.string())
+    try:
+        fast = pc.strptime(cells, format=fmt, unit="s", error_is_null=True)
+        exact = pc.equal(_strftime(fast, fmt), cells).fill_null(False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a directive arrow lacks
+        return pd.to_datetime(text, format=fmt, errors="coerce")
+    taken = exact.to_numpy(zero_copy_only=False)
+    parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
+    parsed[taken] = fast.filter(exact).to_numpy().astype("datetime64[us]")
+    if not taken.all():
+        rest = ~taken
+        parsed[rest] = pd.to_datetime(text[rest], format=fmt, errors="coerce")
+    return parsed
+
+
+def _strftime(instants: pa.Array, fmt: str) -> pa.Array:
+    """`pc.strftime`, made of vectorised pieces for the common directives (ten times as
+    fast); any other directive goes to `pc.strftime` itself."""
+    pieces = [piece for piece in _DIRECTIVE.split(fmt) if piece]
+    if not all(p in _PIECES for p in pieces if _DIRECTIVE.fullmatch(p)):
+        return pc.strftime(instants, format=fmt)
+    rendered = [_PIECES[p](instants) if _DIRECTIVE.fullmatch(p) else p for p in pieces]
+    return pc.binary_join_element_wise(*rendered, "")
+
+
+def _padded(digits: int, part: Callable[[pa.Array], pa.Array]) -> Callable[[pa.Array], pa.Array]:
+    return lambda instants: pc.utf8_lpad(pc.cast(part(instants), pa.string()), digits, "0")
+
+
+_DIRECTIVE = re.compile(r"(%.)")
+_PIECES: dict[str, Callable[[pa.Array], pa.Array]] = {
+    "%Y": _padded(4, pc.year),
+    "%m": _padded(2, pc.month),
+    "%d": _padded(2, pc.day),
+    "%H": _padded(2, pc.hour),
+    "%M": _padded(2, pc.minute),
+    "%S": _padded(2, pc.second),
+    "%I": _padded(2, lambda t: _twelve_hour(pc.hour(t))),
+    "%p": lambda t: pc.if_else(pc.less(pc.hour(t), 12), "AM", "PM"),
+    "%%": lambda t: pa.scalar("%"),
+}
+
+
+def _twelve_hour(hours: pa.Array) -> pa.Array:
+    after_noon = pc.if_else(pc.greater(hours, 12), pc.subtract(hours, 12), hours)
+    return pc.if_else(pc.equal(hours, 0), 12, after_noon)
 
 
 def _parse_iso(text: pd.Series, zone: zoneinfo.ZoneInfo) -> pd.Series:

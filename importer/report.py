@@ -125,34 +125,39 @@ def _table(block: OutcomeBlock) -> pa.Table:
     blank = [""] * n
     text = {
         "contact": block.contacts,
-        "found_by": block.found_by,
-        "status": [status.value for status in block.statuses],
         "activity_id": block.activity_ids or blank,
         "error": block.errors,
         "warning": _joined(block.warnings, n),
         **{name: block.values.get(name, blank) for name in FIELD_NAMES},
     }
+    ours = {"status": block.statuses, "found_by": block.found_by}  # never the user's text
     numbers = {
         "row": block.rows,
         "contact_id": block.contact_ids,
         "http_status": block.http_statuses or [None] * n,
         "attempts": block.attempts or [0] * n,
     }
-    columns = [
-        pa.array(numbers[name], pa.int64()) if name in numbers else _text_cells(text[name])
-        for name in RESULT_COLUMNS
-    ]
+    columns = []
+    for name in RESULT_COLUMNS:
+        if name in numbers:
+            columns.append(pa.array(numbers[name], pa.int64()))
+        elif name in ours:
+            columns.append(_blank_as_empty(pa.array(ours[name], pa.string())))
+        else:
+            columns.append(_text_cells(text[name]))
     return pa.Table.from_arrays(columns, schema=_SCHEMA)
 
 
 def _text_cells(values: list[str]) -> pa.Array:
     """Text cells as written: formulas neutralised, blanks as empty (unquoted) cells."""
     cells = pa.array(values, pa.string())
-    cells = pc.if_else(
-        pc.match_substring_regex(cells, _FORMULA_START),
-        pc.binary_join_element_wise("'", cells, ""),
-        cells,
-    )
+    formula = pc.match_substring_regex(cells, _FORMULA_START)
+    if pc.any(formula).as_py():
+        cells = pc.if_else(formula, pc.binary_join_element_wise("'", cells, ""), cells)
+    return _blank_as_empty(cells)
+
+
+def _blank_as_empty(cells: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(cells, ""), pa.scalar(None, pa.string()), cells)
 
 
@@ -180,7 +185,8 @@ class Summary:
             self._count(outcome.status, outcome.error)
 
     def add_block(self, block: OutcomeBlock) -> None:
-        self.counts.update(status.value for status in block.statuses)
+        for status, rows in Counter(block.statuses).items():
+            self.counts[status.value] += rows
         for status, error in zip(block.statuses, block.errors, strict=True):
             if error and status in (Status.INVALID, Status.FAILED):
                 self._count_reasons(error)

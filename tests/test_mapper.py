@@ -265,3 +265,38 @@ def test_dates_are_written_as_the_payload_model_writes_them(text):
     instant = datetime.fromisoformat(text).astimezone(UTC)
     payload = ActivityPayload.model_validate({"type": "note", "occurred_at": instant})
     assert chunk.values["occurred_at"] == [payload.to_body()["occurred_at"]]
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("03/05/2024 02:30 PM", "2024-03-05T14:30:00Z"),
+        ("3/5/2024 2:30 pm", "2024-03-05T14:30:00Z"),  # unpadded, lower case: pandas reads it
+        ("12/31/1999 11:59 PM", "1999-12-31T23:59:00Z"),
+        ("02/30/2024 01:00 AM", None),  # no such day (a lenient parser says March 1st)
+        ("03/05/24 02:30 PM", None),  # a two-digit year is not %Y
+        ("03/05/2024 02:30 PM extra", None),
+        ("03/05/2024 13:30 PM", None),
+    ],
+)
+def test_a_format_reads_exactly_what_it_describes(cell, expected):
+    mapped = map_rows(DATES % ", formats: ['%m/%d/%Y %I:%M %p']", {"C": ["1"], "D": [cell]})
+    if expected is None:
+        assert mapped[0].payload is None and "does not match" in mapped[0].errors[0]
+    else:
+        assert mapped[0].payload.to_body()["occurred_at"] == expected
+
+
+@pytest.mark.parametrize(
+    "fmt", ["%m/%d/%Y %I:%M %p", "%Y-%m-%d %H:%M:%S", "%d.%m.%Y %H:%M", "100%% %Y", "%b %d %Y"]
+)
+def test_the_fast_date_writer_writes_as_strftime_does(fmt):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from importer.mapper import _strftime
+
+    hours = [datetime(2024, 1, 1, h, 7, 9) for h in range(24)]
+    years = [datetime(y, 12, 31, 23, 59, 59) for y in (1, 99, 999, 1970, 9999)]
+    instants = pa.array(hours + years, pa.timestamp("s"))
+    assert _strftime(instants, fmt).equals(pc.strftime(instants, format=fmt))

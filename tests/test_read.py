@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import openpyxl
+import pandas as pd
 import pytest
 import python_calamine
 
@@ -529,3 +530,29 @@ def write_ods(path: Path, rows: list[list[object]]) -> Path:
 def test_pandas_str_dtype_is_not_used_for_cells(tmp_path: Path) -> None:
     chunk = next(open_table(write(tmp_path, "a.csv", TEXT)).chunks())
     assert all(dtype is np.dtype(object) for dtype in chunk.dtypes)
+
+
+def test_date_time_cells_become_text_column_wise_exactly_as_cell_by_cell() -> None:
+    import datetime as dt
+    import random
+
+    from importer.read import _cell_text, _date_times_as_text
+
+    rng = random.Random(7)
+    stamps = []
+    for _ in range(2000):
+        stamp = dt.datetime(rng.randint(1000, 9999), rng.randint(1, 12), rng.randint(1, 28))
+        precision = rng.randint(0, 4)
+        if precision >= 1:
+            stamp = stamp.replace(hour=rng.randint(0, 23), minute=rng.randint(0, 59))
+        if precision >= 2:
+            stamp = stamp.replace(second=rng.randint(0, 59))
+        if precision == 3:
+            stamp = stamp.replace(microsecond=rng.randint(0, 999) * 1000)
+        if precision == 4:
+            stamp = stamp.replace(microsecond=rng.randint(0, 999_999))
+        stamps.append(stamp)
+    odd = [dt.datetime(1, 1, 1, 12), dt.datetime(2024, 1, 1, tzinfo=dt.UTC)]  # cell by cell
+    for values in (["text", "", *stamps], [*stamps[:5], *odd]):
+        cells = _date_times_as_text(pd.Series(values, dtype=object))
+        assert cells.to_list() == [_cell_text(v) for v in values]

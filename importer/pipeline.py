@@ -23,6 +23,8 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from importer.errors import ConfigError
 from importer.ledger import EntryState, Ledger, NewEntry, activity_key, canonical_json
@@ -160,25 +162,19 @@ def decide(chunk: MappedChunk) -> OutcomeBlock:
         statuses[pos], errors[pos] = Status.SKIPPED, chunk.skipped[pos]
     for pos, reasons in chunk.errors.items():
         statuses[pos], errors[pos] = Status.INVALID, "; ".join(reasons)
-    unsent = [pos for pos, status in enumerate(statuses) if status is not Status.VALID]
-    values = {}
-    for name, column in chunk.values.items():
-        values[name] = column.copy() if unsent else column
-        for pos in unsent:
-            values[name][pos] = ""
+    valid = pa.array(np.fromiter((s is Status.VALID for s in statuses), bool, n))
+    values = {name: pc.if_else(valid, column, "") for name, column in chunk.values.items()}
     # A Givebutter id is the contact; other keys are looked up (resolve.py).
-    sent = [
-        key if status is Status.VALID else ""
-        for key, status in zip(chunk.contacts, statuses, strict=True)
-    ]
-    ids = {key: int(key) for key in set(sent) if key and ":" not in key}
-    contact_ids = [ids.get(key) for key in sent]
+    keys = pc.if_else(valid, chunk.contacts, "")
+    distinct = pc.unique(keys)
+    ids = [int(key) if key and ":" not in key else None for key in distinct.to_pylist()]
+    contact_ids = pa.array(ids, pa.int64()).take(pc.index_in(keys, value_set=distinct))
     return OutcomeBlock(
         rows=chunk.rows,
         statuses=statuses,
         contacts=chunk.contacts,
         contact_ids=contact_ids,
-        found_by=["" if cid is None else "id" for cid in contact_ids],
+        found_by=pc.if_else(pc.is_valid(contact_ids), "id", ""),
         errors=errors,
         warnings=dict(chunk.warnings),
         values=values,
@@ -188,16 +184,24 @@ def decide(chunk: MappedChunk) -> OutcomeBlock:
 def decide_rows(chunk: MappedChunk) -> list[Outcome]:
     """`decide`, row by row, with a payload for each valid row: what sending needs."""
     block = decide(chunk)
+    contacts, contact_ids = chunk.contacts.to_pylist(), block.contact_ids.to_pylist()
+    valid = [i for i, status in enumerate(block.statuses) if status is Status.VALID]
+    bodies = dict(zip(valid, chunk.bodies(valid), strict=True))
     outcomes = []
     for i, status in enumerate(block.statuses):
-        if status is not Status.VALID:
-            outcomes.append(block.outcome(i, None))
-            continue
-        payload, reasons = validate_payload(chunk.body(i))
-        outcome = block.outcome(i, payload)
-        if reasons:  # the fields passed one by one: only a rule across fields gets here
-            outcome.status, outcome.error = Status.INVALID, "; ".join(reasons)
-            outcome.contact_id, outcome.found_by = None, ""
+        outcome = Outcome(
+            row=chunk.rows[i],
+            status=status,
+            contact=contacts[i],
+            error=block.errors[i],
+            warnings=list(block.warnings.get(i, ())),
+        )
+        if status is Status.VALID:
+            outcome.payload, reasons = validate_payload(bodies[i])
+            if reasons:  # the fields passed one by one: only a rule across fields gets here
+                outcome.status, outcome.error = Status.INVALID, "; ".join(reasons)
+            elif contact_ids[i] is not None:
+                outcome.contact_id, outcome.found_by = contact_ids[i], "id"
         outcomes.append(outcome)
     return outcomes
 
@@ -232,11 +236,10 @@ def chunks_to_take(table: SourceTable, only_rows: frozenset[int] | None) -> Iter
 def _dry_run(table: SourceTable, mapper: Mapper, report: _Reporter, options: RunOptions) -> None:
     for chunk in chunks_to_take(table, options.only_rows):
         block = decide(mapper.map_columns(chunk))
-        for pos, (status, contact_id) in enumerate(
-            zip(block.statuses, block.contact_ids, strict=True)
-        ):
-            if status is Status.VALID and contact_id is None:
-                block.warnings.setdefault(pos, []).append(UNRESOLVED)
+        unresolved = pc.is_null(block.contact_ids).to_numpy(zero_copy_only=False)
+        for pos in np.flatnonzero(unresolved):
+            if block.statuses[pos] is Status.VALID:
+                block.warnings.setdefault(int(pos), []).append(UNRESOLVED)
         report.block(block)
 
 

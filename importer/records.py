@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
 
 from importer.payload import FIELD_NAMES, ActivityPayload, validate_payload
 
@@ -40,8 +44,8 @@ class MappedChunk:
     """
 
     rows: list[int]  # spreadsheet row numbers
-    contacts: list[str]  # the contact key: an id, or `kind:value` to look up
-    values: dict[str, list[str]]  # payload field -> text; occurred_at in ISO 8601, UTC
+    contacts: pa.Array  # text: the contact key, an id or `kind:value` to look up
+    values: dict[str, pa.Array]  # payload field -> text; occurred_at in ISO 8601, UTC
     send_null: frozenset[str]
     skipped: list[str]  # "" or the skip rule that matched
     errors: dict[int, list[str]]  # position -> reasons (never a skipped position)
@@ -50,30 +54,36 @@ class MappedChunk:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def body(self, i: int) -> dict[str, str | None]:
-        """Row `i`'s payload fields, as the mapping sets them."""
-        body: dict[str, str | None] = {}
-        for name, values in self.values.items():
-            if values[i] != "":
-                body[name] = values[i]
-            elif name in self.send_null:
-                body[name] = None
-        return body
-
-    def mapped_row(self, i: int) -> MappedRow:
-        mapped = MappedRow(row=self.rows[i], contact=self.contacts[i])
-        if self.skipped[i]:
-            mapped.skipped_by = self.skipped[i]
-            return mapped
-        mapped.warnings = list(self.warnings.get(i, ()))
-        mapped.errors = list(self.errors.get(i, ()))
-        if not mapped.errors:
-            # The mapper validated each field through the model already; this builds it.
-            mapped.payload, mapped.errors = validate_payload(self.body(i))
-        return mapped
+    def bodies(self, positions: Iterable[int]) -> list[dict[str, str | None]]:
+        """The payload fields of the rows at `positions`, as the mapping sets them."""
+        columns = {name: values.to_pylist() for name, values in self.values.items()}
+        bodies = []
+        for i in positions:
+            body: dict[str, str | None] = {}
+            for name, cells in columns.items():
+                if cells[i] != "":
+                    body[name] = cells[i]
+                elif name in self.send_null:
+                    body[name] = None
+            bodies.append(body)
+        return bodies
 
     def mapped_rows(self) -> list[MappedRow]:
-        return [self.mapped_row(i) for i in range(len(self.rows))]
+        """The rows one by one, each with its payload or its reasons."""
+        contacts = self.contacts.to_pylist()
+        rows = []
+        for i, body in enumerate(self.bodies(range(len(self.rows)))):
+            mapped = MappedRow(row=self.rows[i], contact=contacts[i])
+            if self.skipped[i]:
+                mapped.skipped_by = self.skipped[i]
+            else:
+                mapped.warnings = list(self.warnings.get(i, ()))
+                mapped.errors = list(self.errors.get(i, ()))
+                if not mapped.errors:
+                    # Each field was validated through the model already; this builds it.
+                    mapped.payload, mapped.errors = validate_payload(body)
+            rows.append(mapped)
+        return rows
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,6 +117,10 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
 
 
+# A column of a block: a Python list, or a pyarrow array (a dry run's, never per row).
+Cells = list[Any] | pa.Array
+
+
 @dataclass(slots=True)
 class OutcomeBlock:
     """The outcomes of consecutive rows, column by column: what the results CSV is written
@@ -115,12 +129,12 @@ class OutcomeBlock:
 
     rows: list[int]
     statuses: list[Status]
-    contacts: list[str]
-    contact_ids: list[int | None]
-    found_by: list[str]
+    contacts: Cells  # str
+    contact_ids: Cells  # int | None
+    found_by: Cells  # str
     errors: list[str]
     warnings: dict[int, list[str]]  # position -> warnings
-    values: dict[str, list[str]]  # payload field -> text, "" where the row has no payload
+    values: dict[str, Cells]  # payload field -> text, "" where the row has no payload
     http_statuses: list[int | None] | None = None  # None: nothing was sent
     activity_ids: list[str] | None = None
     attempts: list[int] | None = None
@@ -131,7 +145,7 @@ class OutcomeBlock:
     @classmethod
     def of(cls, outcomes: list[Outcome]) -> OutcomeBlock:
         bodies = [o.payload.to_body() if o.payload is not None else {} for o in outcomes]
-        values: dict[str, list[str]] = {}
+        values: dict[str, Cells] = {}
         for name in FIELD_NAMES:
             column = ["" if b.get(name) is None else str(b[name]) for b in bodies]
             if any(column):
@@ -148,16 +162,4 @@ class OutcomeBlock:
             http_statuses=[o.http_status for o in outcomes],
             activity_ids=[o.activity_id or "" for o in outcomes],
             attempts=[o.attempts for o in outcomes],
-        )
-
-    def outcome(self, i: int, payload: ActivityPayload | None) -> Outcome:
-        return Outcome(
-            row=self.rows[i],
-            status=self.statuses[i],
-            contact=self.contacts[i],
-            contact_id=self.contact_ids[i],
-            found_by=self.found_by[i],
-            payload=payload,
-            error=self.errors[i],
-            warnings=list(self.warnings.get(i, ())),
         )

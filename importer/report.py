@@ -27,7 +27,7 @@ from pyarrow import csv as pa_csv
 
 from importer.errors import ConfigError
 from importer.payload import FIELD_NAMES
-from importer.records import Outcome, OutcomeBlock, Status
+from importer.records import Cells, Outcome, OutcomeBlock, Status
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "row",
@@ -140,17 +140,20 @@ def _table(block: OutcomeBlock) -> pa.Table:
     columns = []
     for name in RESULT_COLUMNS:
         if name in numbers:
-            columns.append(pa.array(numbers[name], pa.int64()))
+            columns.append(_arrow(numbers[name], pa.int64()))
         elif name in ours:
-            columns.append(_blank_as_empty(pa.array(ours[name], pa.string())))
+            columns.append(_blank_as_empty(_arrow(ours[name], pa.string())))
         else:
-            columns.append(_text_cells(text[name]))
+            columns.append(_text_cells(_arrow(text[name], pa.string())))
     return pa.Table.from_arrays(columns, schema=_SCHEMA)
 
 
-def _text_cells(values: list[str]) -> pa.Array:
+def _arrow(cells: Cells, kind: pa.DataType) -> pa.Array:
+    return cells if isinstance(cells, pa.Array) else pa.array(cells, kind)
+
+
+def _text_cells(cells: pa.Array) -> pa.Array:
     """Text cells as written: formulas neutralised, blanks as empty (unquoted) cells."""
-    cells = pa.array(values, pa.string())
     formula = pc.match_substring_regex(cells, _FORMULA_START)
     if pc.any(formula).as_py():
         cells = pc.if_else(formula, pc.binary_join_element_wise("'", cells, ""), cells)

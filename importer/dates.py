@@ -95,7 +95,7 @@ def _strptime(cells: pa.Array, fmt: str) -> np.ndarray:
         taken = exact.to_numpy(zero_copy_only=False)
         instants[taken] = fast.filter(exact).to_numpy().astype("datetime64[us]")
     if not taken.all():
-        rest = _series(cells)[~taken]
+        rest = _series(cells.filter(pa.array(~taken)))
         instants[~taken] = pd.to_datetime(rest, format=fmt, errors="coerce").to_numpy(
             dtype="datetime64[us]"
         )

@@ -16,9 +16,11 @@ import asyncio
 import contextlib
 import itertools
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -27,7 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from importer.errors import ConfigError
-from importer.ledger import EntryState, Ledger, NewEntry, activity_key, canonical_json
+from importer.ledger import (
+    EntryState,
+    Ledger,
+    LedgerEntry,
+    NewEntry,
+    canonical_body_json,
+    key_of_json,
+)
 from importer.mapper import Mapper
 from importer.mapping import Mapping, check_columns
 from importer.payload import validate_payload
@@ -292,12 +301,19 @@ class OrderedOutcomes:
         self._waiting: dict[int, Outcome] = {}
 
     def put(self, seq: int, outcome: Outcome) -> None:
-        self._waiting[seq] = outcome
+        self.put_many(((seq, outcome),))
+
+    def put_many(self, decided: Iterable[tuple[int, Outcome]]) -> None:
+        """Several outcomes at once: the sink hears once of every row now in order."""
+        waiting = self._waiting
+        for seq, outcome in decided:
+            waiting[seq] = outcome
         ready = []
-        while self._next in self._waiting:
-            ready.append(self._waiting.pop(self._next))
+        while self._next in waiting:
+            ready.append(waiting.pop(self._next))
             self._next += 1
-        self._sink(ready)
+        if ready:
+            self._sink(ready)
 
     @property
     def held(self) -> int:
@@ -330,128 +346,293 @@ class _RowFeed:
             yield from rows
 
 
+@dataclass(slots=True)
+class _ToSend:
+    """A valid row on its way: its place in the input, its ledger key and its body, made once."""
+
+    seq: int
+    outcome: Outcome
+    key: str
+    body: dict[str, Any]  # `payload.to_body()`: what is posted
+    body_json: str  # its canonical JSON: what the ledger keeps
+
+    def job(self) -> SendJob:
+        outcome = self.outcome
+        assert outcome.payload is not None and outcome.contact_id is not None
+        return SendJob(outcome.row, outcome.contact_id, outcome.payload, self.body)
+
+
+_T = TypeVar("_T")
+
+
 class _Sending:
     """One sending run's bookkeeping: what is in flight, the ledger, duplicates in the file.
 
-    With a ledger, each row's key is marked `sending` (durably) before its POST, and its
-    outcome is reported only once the ledger has committed it. A key already `created`
-    is skipped; a key left `sending` by an earlier run is looked for on the server first.
+    A producer task (`produce`) decides the rows and hands the valid ones to the sender's
+    workers through `ready`, keeping it about half a batch ahead of them. With a ledger,
+    every row is marked `sending` (durably) before it is handed on, and its outcome is
+    reported only once the ledger has committed it. A key already `created` is skipped; a
+    key left `sending` by an earlier run is looked for on the server first.
+
+    Every ledger call runs on a thread of the ledger's own, one at a time, so that the
+    event loop never waits for an fsync: the next batch is marked while the workers send
+    the last one, and results are committed while the next requests go out. Batches are
+    sized by throughput: about `MARK_AHEAD_SECONDS` of sending, within
+    [`SEND_BATCH`, `SEND_BATCH_MAX`] rows.
     """
 
     def __init__(self, options: RunOptions, ordered: OrderedOutcomes, ledger: Ledger | None):
         self.options = options
         self.ordered = ordered
         self.ledger = ledger
-        self.in_flight: dict[int, tuple[int, Outcome, str]] = {}  # row -> (seq, outcome, key)
         self.seen: dict[str, int] = {}  # key -> first row with it, in this run
         self.occurrences: Counter[str] = Counter()
-        self.awaiting_commit: list[tuple[int, Outcome]] = []
-        self.batch: list[tuple[int, Outcome, str]] = []
+        self.batch: list[_ToSend] = []  # admitted, not yet marked
+        self.marking: list[_ToSend] = []  # being marked `sending` now
+        self.ready: deque[_ToSend] = deque()  # marked, not yet taken by a worker
+        self.in_flight: dict[int, _ToSend] = {}  # row -> taken by a worker, no result yet
+        self.results: list[tuple[str, SendResult]] = []  # for the ledger at the next commit
+        self.awaiting_commit: list[tuple[int, Outcome]] = []  # reported once committed
+        self.committing: list[tuple[int, Outcome]] = []
+        self.batch_size = SEND_BATCH
+        self._taken = 0  # rows taken by the workers since `_taken_since`
+        self._taken_since: float | None = None
+        self._changed = asyncio.Event()  # `ready` grew, or the producer ended
+        self._room = asyncio.Event()  # `ready` ran down to half a batch
+        self._commit_due = asyncio.Event()  # COMMIT_EVERY outcomes await a commit
+        self._io = ThreadPoolExecutor(1, "ledger") if ledger is not None else None
 
-    def key_of(self, outcome: Outcome) -> str:
+    # -- the producer ---------------------------------------------------------------------
+
+    async def produce(self, feed: _RowFeed, resolver: ContactResolver, sender: Sender) -> None:
+        """Decide every row of the input; admit the valid ones and hand them on in batches."""
+        look_up = self.ledger is not None and not await self._in_thread(self.ledger.is_empty)
+        while (rows := feed.next_chunk()) is not None:
+            feed.pending.extend(rows)  # kept there, so an interruption loses no row
+            await resolve_contacts([outcome for _, outcome in rows], resolver)
+            while feed.pending:
+                count = min(LOOKUP_GROUP, len(feed.pending))
+                group = {
+                    seq: self._to_send(seq, outcome)
+                    for seq, outcome in itertools.islice(feed.pending, count)
+                    if outcome.status is Status.VALID
+                }
+                known = await self._lookup([row.key for row in group.values()]) if look_up else {}
+                for _ in range(count):
+                    seq, outcome = feed.pending.popleft()
+                    if outcome.status is not Status.VALID:
+                        self.ordered.put(seq, outcome)
+                        continue
+                    row = group[seq]
+                    try:
+                        admitted = await self.admit(row, known.get(row.key), sender)
+                    except asyncio.CancelledError:
+                        feed.pending.appendleft((seq, outcome))
+                        raise
+                    if admitted:
+                        self.batch.append(row)
+                        if len(self.batch) >= self.batch_size:
+                            await self.hand_on()
+        if self.batch:
+            await self.hand_on()
+
+    def _to_send(self, seq: int, outcome: Outcome) -> _ToSend:
         assert outcome.payload is not None and outcome.contact_id is not None
-        key = activity_key(self.options.sender.base_url, outcome.contact_id, outcome.payload)
+        body = outcome.payload.to_body()
+        body_json = canonical_body_json(body)
+        key = key_of_json(self.options.sender.base_url, outcome.contact_id, body_json)
         if self.options.allow_duplicates:
             # The n-th copy in the file is its own activity, on every run alike.
             copy = self.occurrences[key]
             self.occurrences[key] += 1
-            return f"{key}#{copy}" if copy else key
-        return key
+            key = f"{key}#{copy}" if copy else key
+        return _ToSend(seq, outcome, key, body, body_json)
 
-    async def admit(self, seq: int, outcome: Outcome, sender: Sender) -> bool:
-        """Decide a valid row before sending: True to send it, False if already decided."""
-        key = self.key_of(outcome)
-        if key in self.seen:
+    async def admit(self, row: _ToSend, entry: LedgerEntry | None, sender: Sender) -> bool:
+        """Decide a valid row before sending: True to send it, False if already decided.
+        `entry` is what the ledger knew of its key when the run looked."""
+        outcome = row.outcome
+        if row.key in self.seen:
             outcome.status = Status.SKIPPED
-            outcome.error = f"duplicate of row {self.seen[key]}: same contact and activity"
-            self.ordered.put(seq, outcome)
+            outcome.error = f"duplicate of row {self.seen[row.key]}: same contact and activity"
+            self.ordered.put(row.seq, outcome)
             return False
-        self.seen[key] = outcome.row
-        entry = self.ledger.lookup([key]).get(key) if self.ledger else None
+        self.seen[row.key] = outcome.row
         if entry is not None and entry.state is EntryState.CREATED:
             outcome.status, outcome.activity_id = Status.SKIPPED, entry.activity_id
             outcome.error = (
                 f"already imported: activity {entry.activity_id} (row {entry.row} of "
                 f"{entry.input_name})"
             )
-            self.ordered.put(seq, outcome)
+            self.ordered.put(row.seq, outcome)
             return False
         if entry is not None and entry.state is EntryState.SENDING:
             assert outcome.payload is not None and outcome.contact_id is not None
             found = await sender.find_activity(outcome.contact_id, outcome.payload)
             if found is not None:
-                self.mark_sending([(seq, outcome, key)])
-                self.record(seq, outcome, key, SendResult(status=Status.CREATED, activity_id=found))
+                await self._in_thread(self._mark, [row])
+                self.record(row, SendResult(status=Status.CREATED, activity_id=found))
                 outcome.warnings.append("an earlier run had created it; found on the server")
                 return False
-        self.batch.append((seq, outcome, key))
         return True
 
-    def release_batch(self) -> list[SendJob]:
+    async def hand_on(self) -> None:
+        """Mark the batch `sending` and hand it to the workers once they are down to half a
+        batch, so that they have rows to send while the next batch is marked."""
+        while len(self.ready) > self.batch_size // 2:
+            self._room.clear()
+            await self._room.wait()
         batch, self.batch = self.batch, []
-        self.mark_sending(batch)
-        jobs = []
-        for seq, outcome, key in batch:
-            assert outcome.payload is not None and outcome.contact_id is not None
-            self.in_flight[outcome.row] = (seq, outcome, key)
-            jobs.append(
-                SendJob(row=outcome.row, contact_id=outcome.contact_id, payload=outcome.payload)
-            )
-        return jobs
+        if self.ledger is not None:
+            self.marking = batch
+            await self._in_thread(self._mark, batch)
+            self.marking = []
+        self.ready.extend(batch)
+        self._changed.set()
+        self._resize()
 
-    def mark_sending(self, batch: list[tuple[int, Outcome, str]]) -> None:
-        if self.ledger is None or not batch:
-            return
-        self.ledger.mark_sending(
-            NewEntry(
-                key=key,
-                contact_id=outcome.contact_id or 0,
-                row=outcome.row,
-                input_name=self.options.input_path.name,
-                payload_json=canonical_json(outcome.payload),
-            )  # type: ignore[arg-type]
-            for _, outcome, key in batch
-        )
+    def _resize(self) -> None:
+        """Size the next batch to the rate at which the workers take rows."""
+        now = asyncio.get_running_loop().time()
+        if self._taken_since is not None and now > self._taken_since and self._taken:
+            rate = self._taken / (now - self._taken_since)
+            wanted = round(rate * MARK_AHEAD_SECONDS)
+            self.batch_size = max(SEND_BATCH, min(SEND_BATCH_MAX, wanted))
+        self._taken, self._taken_since = 0, now
+
+    # -- the workers' side ------------------------------------------------------------------
+
+    async def jobs(self, producer: asyncio.Task[None]) -> AsyncIterator[SendJob]:
+        """The rows the producer hands on, as jobs for the sender; ends with the producer
+        (raising what stopped it, if anything did)."""
+        producer.add_done_callback(lambda _: self._changed.set())
+        while True:
+            if producer.done() and (not self.ready or producer.exception() is not None):
+                producer.result()
+                return
+            if not self.ready:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            row = self.ready.popleft()
+            self.in_flight[row.outcome.row] = row
+            self._taken += 1
+            if len(self.ready) <= self.batch_size // 2:
+                self._room.set()
+            yield row.job()
 
     def on_result(self, job: SendJob, result: SendResult) -> None:
-        seq, outcome, key = self.in_flight.pop(job.row)
-        self.record(seq, outcome, key, result)
+        self.record(self.in_flight.pop(job.row), result)
 
-    def record(self, seq: int, outcome: Outcome, key: str, result: SendResult) -> None:
+    def record(self, row: _ToSend, result: SendResult) -> None:
+        outcome = row.outcome
         outcome.status = result.status
         outcome.http_status = result.http_status
         outcome.activity_id = result.activity_id
         outcome.attempts = result.attempts
         outcome.error = result.error
         if self.ledger is None:
-            self.ordered.put(seq, outcome)
+            self.ordered.put(row.seq, outcome)
             return
-        if result.status is Status.CREATED:
-            self.ledger.record_created(key, result.activity_id or "", result.attempts)
-        elif not result.ambiguous:
-            self.ledger.record_failed(key, result.error, result.attempts, result.http_status)
         # An ambiguous failure stays `sending`: the next run looks for it before sending.
-        self.awaiting_commit.append((seq, outcome))
+        if result.status is Status.CREATED or not result.ambiguous:
+            self.results.append((row.key, result))
+        self.awaiting_commit.append((row.seq, outcome))
         if len(self.awaiting_commit) >= COMMIT_EVERY:
-            self.commit()
+            self._commit_due.set()
 
-    def commit(self) -> None:
-        """Make recorded outcomes durable, then report them."""
-        if self.ledger is not None and self.ledger.pending_results:
-            self.ledger.commit()
-        waiting, self.awaiting_commit = self.awaiting_commit, []
-        for seq, outcome in waiting:
-            self.ordered.put(seq, outcome)
+    # -- the ledger -------------------------------------------------------------------------
 
     async def commit_regularly(self) -> None:
+        """Commit every COMMIT_SECONDS, or as soon as COMMIT_EVERY outcomes wait for it."""
         while True:
-            await asyncio.sleep(COMMIT_SECONDS)
-            self.commit()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commit_due.wait(), COMMIT_SECONDS)
+            self._commit_due.clear()
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Make recorded outcomes durable (on the ledger's thread), then report them."""
+        if not self.awaiting_commit:
+            return
+        results, self.results = self.results, []
+        self.committing, self.awaiting_commit = self.awaiting_commit, []
+        if results:
+            await self._in_thread(self._write_results, results)
+        committed, self.committing = self.committing, []
+        self.ordered.put_many(committed)
+
+    async def stop(self, *tasks: asyncio.Task[None]) -> None:
+        """Cancel the producer and the committer, then `finish`; raise what stopped them."""
+        for task in tasks:
+            task.cancel()
+        ends = await asyncio.gather(*tasks, return_exceptions=True)
+        self.finish()
+        for end in ends:
+            if isinstance(end, BaseException) and not isinstance(end, asyncio.CancelledError):
+                raise end
+
+    def finish(self) -> None:
+        """Let the ledger's thread end its work, then commit and report what is left.
+
+        Rows marked `sending` but never taken by a worker were not sent: the ledger says so
+        (`failed`), so that a later run sends them without looking for them first."""
+        if self._io is not None:
+            self._io.shutdown(wait=True)
+        if self.ledger is not None:
+            unsent = [*self.ready, *self.marking]
+            marked = self.ledger.lookup(row.key for row in unsent) if unsent else {}
+            for key, entry in marked.items():
+                if entry.state is EntryState.SENDING:
+                    self.results.append((key, SendResult(status=Status.FAILED, error=INTERRUPTED)))
+            results, self.results = self.results, []
+            self._write_results(results)
+        waiting = [*self.committing, *self.awaiting_commit]
+        self.committing, self.awaiting_commit = [], []
+        self.ordered.put_many(waiting)
+
+    async def _in_thread(self, call: Callable[..., _T], *args: Any) -> _T:
+        """`call(*args)` on the ledger's thread. Once begun it runs to its end, even if the
+        caller is cancelled meanwhile: the ledger is never left half-told."""
+        assert self._io is not None
+        future = asyncio.get_running_loop().run_in_executor(self._io, call, *args)
+        future.add_done_callback(_retrieved)
+        return await asyncio.shield(future)
+
+    async def _lookup(self, keys: list[str]) -> dict[str, LedgerEntry]:
+        assert self.ledger is not None
+        return await self._in_thread(self.ledger.lookup, keys) if keys else {}
+
+    def _mark(self, rows: list[_ToSend]) -> None:
+        assert self.ledger is not None
+        name = self.options.input_path.name
+        self.ledger.mark_sending(
+            NewEntry(row.key, row.outcome.contact_id or 0, row.outcome.row, name, row.body_json)
+            for row in rows
+        )
+
+    def _write_results(self, results: list[tuple[str, SendResult]]) -> None:
+        assert self.ledger is not None
+        for key, result in results:
+            if result.status is Status.CREATED:
+                self.ledger.record_created(key, result.activity_id or "", result.attempts)
+            else:
+                self.ledger.record_failed(key, result.error, result.attempts, result.http_status)
+        self.ledger.commit()
 
 
-COMMIT_EVERY = 200
-COMMIT_SECONDS = 0.25
-SEND_BATCH = 32
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a shielded future's exception as seen: its caller, if still there, raises it."""
+    if not future.cancelled():
+        future.exception()
+
+
+COMMIT_EVERY = 500  # outcomes: commit (and report) once this many wait...
+COMMIT_SECONDS = 0.25  # ...or this long
+SEND_BATCH = 32  # rows marked `sending` in one transaction, at least...
+SEND_BATCH_MAX = 512  # ...and at most
+MARK_AHEAD_SECONDS = 0.1  # a batch is about this much sending at the rate rows are taken
+LOOKUP_GROUP = 500  # rows whose keys are looked up in the ledger at once
 
 
 async def _send_run(
@@ -467,46 +648,29 @@ async def _send_run(
 
     async with _api_session(options) as sender:
         resolver = _resolver(sender, options)
-
-        async def jobs() -> AsyncIterator[SendJob]:
-            while (rows := feed.next_chunk()) is not None:
-                feed.pending.extend(rows)  # kept there, so an interruption loses no row
-                await resolve_contacts([outcome for _, outcome in rows], resolver)
-                while feed.pending:
-                    seq, outcome = feed.pending.popleft()
-                    if outcome.status is not Status.VALID:
-                        ordered.put(seq, outcome)
-                        continue
-                    try:
-                        admitted = await run.admit(seq, outcome, sender)
-                    except asyncio.CancelledError:
-                        feed.pending.appendleft((seq, outcome))
-                        raise
-                    if admitted and len(run.batch) >= SEND_BATCH:
-                        for job in run.release_batch():
-                            yield job
-            for job in run.release_batch():
-                yield job
-
-        committer = asyncio.create_task(run.commit_regularly())
+        producer = asyncio.create_task(run.produce(feed, resolver, sender), name="send-feed")
+        tasks = [producer]
+        if ledger is not None:
+            tasks.append(asyncio.create_task(run.commit_regularly(), name="ledger-commit"))
         try:
-            await sender.send_all(jobs(), run.on_result)
+            await sender.send_all(run.jobs(producer), run.on_result)
         except asyncio.CancelledError:
             report.summary.interrupted = True
         finally:
-            committer.cancel()
-            run.commit()
+            await run.stop(*tasks)
     if report.summary.interrupted:
         _finish_interrupted(feed, run, ordered)
 
 
 def _finish_interrupted(feed: _RowFeed, run: _Sending, ordered: OrderedOutcomes) -> None:
     """Give every row not yet decided its line: read on to the end, send nothing."""
-    for seq, outcome, _ in [*run.in_flight.values(), *run.batch]:
-        outcome.status, outcome.error = Status.FAILED, INTERRUPTED
-        ordered.put(seq, outcome)
+    unsent = [*run.in_flight.values(), *run.ready, *run.marking, *run.batch]
+    for row in unsent:
+        row.outcome.status, row.outcome.error = Status.FAILED, INTERRUPTED
+    ordered.put_many((row.seq, row.outcome) for row in unsent)
     run.in_flight.clear()
-    run.batch.clear()
+    run.ready.clear()
+    run.marking, run.batch = [], []
     for seq, outcome in feed:
         if outcome.status is Status.VALID:
             outcome.status, outcome.error = Status.FAILED, INTERRUPTED

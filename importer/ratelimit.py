@@ -38,6 +38,8 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from importer.errors import ConfigError
 
 DEFAULT_RATE = "480/min"  # a little under the documented 500/min
@@ -201,9 +203,10 @@ class RateLimit:
     def observe_headers(self, headers: Mapping[str, str]) -> None:
         """Follow `X-RateLimit-Remaining` and `X-RateLimit-Reset` when both are present and
         are numbers; other headers and unreadable values are ignored."""
-        lowered = {key.lower(): value for key, value in headers.items()}
-        remaining = _number(lowered.get("x-ratelimit-remaining"))
-        until_reset = _seconds_until(_number(lowered.get("x-ratelimit-reset")))
+        if not isinstance(headers, CIMultiDictProxy | CIMultiDict):  # aiohttp's are already
+            headers = CIMultiDict(headers)
+        remaining = _number(headers.get("X-RateLimit-Remaining"))
+        until_reset = _seconds_until(_number(headers.get("X-RateLimit-Reset")))
         if remaining is None or until_reset is None:
             return
         now = self.now()

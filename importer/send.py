@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from importer import __version__, recover
 from importer.errors import AuthError, ConfigError, ImporterError
@@ -147,9 +146,10 @@ class SendJob:
     row: int
     contact_id: int
     payload: ActivityPayload
+    body: dict[str, Any] | None = None  # `payload.to_body()`, when the caller made it already
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ApiResponse:
     """The final answer to one request (after any retries)."""
 
@@ -350,7 +350,7 @@ class Sender:
         while (job := await run.take()) is not None:
             exchange = _Exchange()
             try:
-                result = await self._create(job.contact_id, job.payload, exchange)
+                result = await self._create(job.contact_id, job.payload, exchange, job.body)
             except asyncio.CancelledError:
                 on_result(job, exchange.stopped(run.stop_reason))
                 raise
@@ -361,7 +361,11 @@ class Sender:
             on_result(job, result)
 
     async def _create(
-        self, contact_id: int, payload: ActivityPayload, exchange: _Exchange
+        self,
+        contact_id: int,
+        payload: ActivityPayload,
+        exchange: _Exchange,
+        body: dict[str, Any] | None = None,
     ) -> SendResult:
         path = f"/contacts/{int(contact_id)}/activities"
 
@@ -379,9 +383,9 @@ class Sender:
             )
 
         try:
-            answer = await self._request(
-                "POST", path, payload.to_body(), None, exchange, recheck=recheck
-            )
+            if body is None:
+                body = payload.to_body()
+            answer = await self._request("POST", path, body, None, exchange, recheck=recheck)
         except RequestFailed as failure:
             return SendResult(
                 status=Status.FAILED,
@@ -390,8 +394,7 @@ class Sender:
                 error=failure.reason + (MAY_EXIST if failure.ambiguous else ""),
                 ambiguous=failure.ambiguous,
             )
-        result = _send_result(answer)
-        return dataclasses.replace(result, error=self._key.scrub(result.error))
+        return _send_result(answer, self._key.scrub)
 
     async def _request(
         self,
@@ -420,9 +423,8 @@ class Sender:
                 continue
             exchange.sending = False
             if not await self._after_answer(answer, exchange):
-                return dataclasses.replace(
-                    answer, attempts=exchange.attempts, ambiguous=exchange.ambiguous
-                )
+                answer.attempts, answer.ambiguous = exchange.attempts, exchange.ambiguous
+                return answer
 
     async def _after_error(self, error: BaseException, exchange: _Exchange) -> None:
         """After a try with no answer: wait to try again, or raise `RequestFailed`."""
@@ -481,7 +483,7 @@ class Sender:
             return ApiResponse(
                 status=response.status,
                 json_body=_parse_json(text),
-                headers=CIMultiDictProxy(CIMultiDict(response.headers)),
+                headers=response.headers,  # a read-only multidict of its own, kept after release
                 text=text,
             )
 
@@ -546,7 +548,7 @@ def _after(reason: str, attempts: int) -> str:
     return f"{reason} (after {attempts} attempts)" if attempts > 1 else reason
 
 
-def _send_result(answer: ApiResponse) -> SendResult:
+def _send_result(answer: ApiResponse, scrub: Callable[[str], str]) -> SendResult:
     if answer.ok:
         activity_id = _activity_id(answer.json_body)
         return SendResult(
@@ -561,7 +563,7 @@ def _send_result(answer: ApiResponse) -> SendResult:
         status=Status.FAILED,
         http_status=answer.status,
         attempts=answer.attempts,
-        error=_failure_reason(answer) + (MAY_EXIST if answer.ambiguous else ""),
+        error=scrub(_failure_reason(answer) + (MAY_EXIST if answer.ambiguous else "")),
         ambiguous=answer.ambiguous,
     )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from importer.cli import main
-from importer.ledger import Ledger
+from importer.ledger import EntryState, Ledger
 from importer.sandbox import SandboxSettings, sandbox_in_thread
 from tests.conftest import MAPPINGS, ROOT, SAMPLES, rows_of
 
@@ -296,3 +296,35 @@ def test_ctrl_c_stops_sending_finishes_the_report_and_exits_130(sandbox, tmp_pat
     created = [r for r in rows if r["status"] == "created"]
     assert 0 < len(created) < 287 and len(created) == sandbox.store.count_activities()
     assert any(r["error"] == "not sent: the run was interrupted" for r in rows)
+
+
+def test_after_ctrl_c_only_rows_really_sent_wait_to_be_looked_for(sandbox, tmp_path):
+    """Rows marked `sending` but never posted are told `failed` in the ledger, so the next
+    run sends them straight away; only requests cut off in flight stay `sending`."""
+    concurrency = 4
+    command = import_command(
+        sandbox,
+        tmp_path,
+        "40/s",
+        "--concurrency",
+        str(concurrency),
+        "--results",
+        str(tmp_path / "r.csv"),
+    )
+    env = {**os.environ, "GIVEBUTTER_API_KEY": sandbox.api_key}
+    victim = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while sandbox.stats.count(method="POST") < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGINT)
+    _, err = victim.communicate(timeout=60)
+    assert victim.returncode == 130, err
+    with Ledger.open(tmp_path / "ledger.sqlite") as ledger:
+        counts = ledger.stats()
+    assert counts[EntryState.CREATED] == sandbox.store.count_activities() > 0
+    assert counts[EntryState.SENDING] <= concurrency
+    assert counts[EntryState.FAILED] > 0  # at least the 403/404 rows or the unsent batch
+
+    resumed = run(sandbox, tmp_path, DONOR_CSV, "resumed.csv")
+    assert resumed == 1  # the sample's invalid rows
+    assert sandbox.store.count_activities() == 287

@@ -627,11 +627,14 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-COMMIT_EVERY = 500  # outcomes: commit (and report) once this many wait...
-COMMIT_SECONDS = 0.25  # ...or this long
+# Each mark and each commit is one fsync. Bigger batches mean fewer of them, but after a
+# kill -9 every row marked and not yet committed must be looked for on the server by the next
+# run; sized by throughput, that is about MARK_AHEAD_SECONDS + COMMIT_SECONDS of sending.
+COMMIT_EVERY = 2000  # outcomes: commit (and report) once this many wait...
+COMMIT_SECONDS = 0.5  # ...or this long
 SEND_BATCH = 32  # rows marked `sending` in one transaction, at least...
-SEND_BATCH_MAX = 512  # ...and at most
-MARK_AHEAD_SECONDS = 0.1  # a batch is about this much sending at the rate rows are taken
+SEND_BATCH_MAX = 2048  # ...and at most
+MARK_AHEAD_SECONDS = 0.25  # a batch is about this much sending at the rate rows are taken
 LOOKUP_GROUP = 500  # rows whose keys are looked up in the ledger at once
 
 

@@ -167,11 +167,13 @@ def decide(chunk: MappedChunk) -> OutcomeBlock:
     VALID (to send). Only valid rows show their payload's fields."""
     n = len(chunk)
     statuses, errors = [Status.VALID] * n, [""] * n
-    for pos in np.flatnonzero(np.asarray(chunk.skipped, dtype=object) != ""):
+    decided = np.asarray(chunk.skipped, dtype=object) != ""
+    for pos in np.flatnonzero(decided):
         statuses[pos], errors[pos] = Status.SKIPPED, chunk.skipped[pos]
     for pos, reasons in chunk.errors.items():
         statuses[pos], errors[pos] = Status.INVALID, "; ".join(reasons)
-    valid = pa.array(np.fromiter((s is Status.VALID for s in statuses), bool, n))
+    decided[list(chunk.errors)] = True
+    valid = pa.array(~decided)
     values = {name: pc.if_else(valid, column, "") for name, column in chunk.values.items()}
     # A Givebutter id is the contact; other keys are looked up (resolve.py).
     keys = pc.if_else(valid, chunk.contacts, "")

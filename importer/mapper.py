@@ -235,6 +235,11 @@ def _positions(mask: pa.Array) -> np.ndarray:
 
 
 def _text(cells: pd.Series) -> pa.Array:
+    if isinstance(cells.dtype, pd.ArrowDtype):  # read by arrow: its own array, not copied
+        arrow = pa.array(cells.array)
+        if isinstance(arrow, pa.ChunkedArray):
+            arrow = arrow.combine_chunks()
+        return arrow.cast(pa.string())
     return pa.array(cells.to_numpy(), pa.string())
 
 

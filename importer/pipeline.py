@@ -252,6 +252,7 @@ def _dry_run(table: SourceTable, mapper: Mapper, report: _Reporter, options: Run
             if block.statuses[pos] is Status.VALID:
                 block.warnings.setdefault(int(pos), []).append(UNRESOLVED)
         report.block(block)
+        pa.default_memory_pool().release_unused()  # arrow keeps freed memory otherwise
 
 
 async def _dry_run_resolving(

@@ -43,7 +43,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     *FIELD_NAMES,
 )
 
-_FORMULA_START = r"^[=+\-@\t\r]"  # OWASP's list of what starts a spreadsheet formula
+# OWASP's list of what starts a spreadsheet formula
+_FORMULA_START = pa.array(["=", "+", "-", "@", "\t", "\r"])
 _NUMBER_COLUMNS = frozenset({"row", "contact_id", "http_status", "attempts"})
 _SCHEMA = pa.schema(
     [(name, pa.int64() if name in _NUMBER_COLUMNS else pa.string()) for name in RESULT_COLUMNS]
@@ -154,7 +155,7 @@ def _arrow(cells: Cells, kind: pa.DataType) -> pa.Array:
 
 def _text_cells(cells: pa.Array) -> pa.Array:
     """Text cells as written: formulas neutralised, blanks as empty (unquoted) cells."""
-    formula = pc.match_substring_regex(cells, _FORMULA_START)
+    formula = pc.is_in(pc.utf8_slice_codeunits(cells, 0, 1), value_set=_FORMULA_START)
     if pc.any(formula).as_py():
         cells = pc.if_else(formula, pc.binary_join_element_wise("'", cells, ""), cells)
     return _blank_as_empty(cells)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pandas as pd
+import pyarrow as pa
 import pytest
 import python_calamine
 
@@ -528,8 +529,12 @@ def write_ods(path: Path, rows: list[list[object]]) -> Path:
 
 
 def test_pandas_str_dtype_is_not_used_for_cells(tmp_path: Path) -> None:
+    """pandas' own `str` dtype would give NaN for a missing cell: cells are object or arrow
+    strings, every one a `str`."""
     chunk = next(open_table(write(tmp_path, "a.csv", TEXT)).chunks())
-    assert all(dtype is np.dtype(object) for dtype in chunk.dtypes)
+    arrow_text = pd.ArrowDtype(pa.string())
+    assert all(dtype == np.dtype(object) or dtype == arrow_text for dtype in chunk.dtypes)
+    assert all(isinstance(cell, str) for column in chunk for cell in chunk[column])
 
 
 def test_date_time_cells_become_text_column_wise_exactly_as_cell_by_cell() -> None:

@@ -88,7 +88,7 @@ def _strptime(cells: pa.Array, fmt: str) -> np.ndarray:
     instants = np.full(len(cells), NOT_A_TIME)
     try:
         fast = pc.strptime(cells, format=fmt, unit="s", error_is_null=True)
-        exact = pc.fill_null(pc.equal(strftime(fast, fmt), cells), False)
+        exact = _written_back_exactly(cells, fast, fmt)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a directive arrow lacks
         taken = np.zeros(len(cells), dtype=bool)
     else:
@@ -100,6 +100,59 @@ def _strptime(cells: pa.Array, fmt: str) -> np.ndarray:
             dtype="datetime64[us]"
         )
     return instants
+
+
+def _written_back_exactly(cells: pa.Array, read: pa.Array, fmt: str) -> pa.Array:
+    """Where `read` (arrow's reading of `cells` with `fmt`) written with `fmt` gives the cell.
+
+    Cells that `_plain_pattern(fmt)` matches are so without writing them back: each field
+    is in range and zero-padded, and the day is one that every month has."""
+    pattern = _plain_pattern(fmt)
+    plain = (
+        pc.and_(pc.match_substring_regex(cells, pattern), pc.is_valid(read))
+        if pattern
+        else pa.repeat(pa.scalar(False), len(cells))
+    )
+    unsure = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+    if not unsure.size:
+        return plain
+    some = pa.array(unsure)
+    written = strftime(read.take(some), fmt)
+    # Year 0 is written back as it was read, but pandas (like Python) has no year 0.
+    exact = pc.and_(pc.equal(written, cells.take(some)), pc.greater(pc.year(read.take(some)), 0))
+    exact = pc.fill_null(exact, False).to_numpy(zero_copy_only=False)
+    taken = plain.to_numpy(zero_copy_only=False).copy()
+    taken[unsure] = exact
+    return pa.array(taken)
+
+
+_PLAIN_FIELDS = {
+    "%Y": r"[1-9]\d{3}",
+    "%m": r"(?:0[1-9]|1[0-2])",
+    "%d": r"(?:0[1-9]|1\d|2[0-8])",  # 29 to 31 are written back: not every month has them
+    "%H": r"(?:[01]\d|2[0-3])",
+    "%I": r"(?:0[1-9]|1[0-2])",
+    "%M": r"[0-5]\d",
+    "%S": r"[0-5]\d",
+    "%p": r"(?:AM|PM)",
+}
+
+
+def _plain_pattern(fmt: str) -> str | None:
+    """A regular expression for the cells that `fmt` certainly reads exactly, or None where
+    the format has other directives, repeats one, or mixes 24-hour and 12-hour times."""
+    pieces = [piece for piece in _DIRECTIVE.split(fmt) if piece]
+    directives = [p for p in pieces if _DIRECTIVE.fullmatch(p)]
+    twelve_hour = {"%I", "%p"} & set(directives)
+    if (
+        any(d not in _PLAIN_FIELDS for d in directives)
+        or len(set(directives)) != len(directives)
+        or not {"%Y", "%m", "%d"} <= set(directives)
+        or (twelve_hour and (len(twelve_hour) != 2 or "%H" in directives))
+    ):
+        return None
+    body = "".join(_PLAIN_FIELDS.get(p, re.escape(p)) for p in pieces)
+    return f"^{body}$"
 
 
 def _localize(naive: np.ndarray, zone: zoneinfo.ZoneInfo) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from importer.mapper import READ_ERROR_COLUMN, Mapper
@@ -300,3 +302,26 @@ def test_the_fast_date_writer_writes_as_strftime_does(fmt):
     years = [datetime(y, 12, 31, 23, 59, 59) for y in (1, 99, 999, 1970, 9999)]
     instants = pa.array(hours + years, pa.timestamp("s"))
     assert strftime(instants, fmt).equals(pc.strftime(instants, format=fmt))
+
+
+@pytest.mark.parametrize(
+    "fmt", ["%m/%d/%Y %I:%M %p", "%d.%m.%Y", "%Y-%m-%d %H:%M:%S", "%Y%m%d", "%d/%m/%Y %H:%M"]
+)
+def test_dates_with_a_format_are_read_as_pandas_reads_them(fmt):
+    """arrow's reading is trusted only where it is surely pandas' reading; pandas decides
+    the rest: padded or not, out of range, 29 February, lower-case am, stray spaces."""
+    from importer.dates import _strptime
+
+    rng = np.random.default_rng(7)
+    instants = rng.integers(-2_000_000_000, 4_000_000_000, 3000).astype("datetime64[s]")
+    written = pd.Series(instants).dt.strftime(fmt).tolist()
+    odd = [
+        "02/30/2024 10:00 AM", "2/3/2024 1:05 PM", "02/03/2024 10:00 am", "02/29/2024 12:00 AM",
+        "02/29/2023 12:00 PM", "13/01/2024 10:00 AM", "01/01/2024 13:00 PM", "01/01/0000 10:00 AM",
+        "29.02.2024", "31.04.2024", "1.1.2024", "2024-02-29 23:59:59", "2024-02-30 00:00:00",
+        "20240229", "20230229", "29/02/2024 24:00", " 01/01/2024 10:00 AM", "01/01/2024  10:00",
+    ]  # fmt: skip
+    cells = [*written, *odd, *(cell.replace("0", "") for cell in written[:200])]
+    mine = _strptime(pa.array(cells), fmt)
+    theirs = pd.to_datetime(pd.Series(cells, dtype=object), format=fmt, errors="coerce")
+    np.testing.assert_array_equal(mine, theirs.to_numpy(dtype="datetime64[us]"))

@@ -444,13 +444,17 @@ def _raw_records(plan: _DelimitedPlan) -> Iterator[pd.DataFrame]:
 
 def _arrow_may_read(plan: _DelimitedPlan, sample: str) -> bool:
     """Whether arrow's reader can give exactly what pandas' gives, barring surprises met
-    later (which hand over to pandas): UTF-8, not cut off, and nothing above the records
-    that a quote could make span lines, so that arrow's `skip_rows` skips what pandas'
-    `skiprows` does."""
+    later (which hand over to pandas): UTF-8, not cut off, and the header and the rows
+    above it one line each (an even number of quotes on each line: no quoted cell runs on
+    into the next), so that arrow's `skip_rows` skips what pandas' `skiprows` does."""
     if codecs.lookup(plan.encoding).name not in ("utf-8", "utf-8-sig"):
         return False
     above = sample.splitlines(keepends=True)[: plan.header_row]
-    return plan.cut_after is None and len(above) == plan.header_row and '"' not in "".join(above)
+    return (
+        plan.cut_after is None
+        and len(above) == plan.header_row
+        and all(line.count('"') % 2 == 0 for line in above)
+    )
 
 
 # Bytes arrow parses at a time; chunks are gathered from its batches. Blocks a few times
@@ -558,9 +562,7 @@ def _pandas_records(plan: _DelimitedPlan, start: int) -> Iterator[pd.DataFrame]:
                     raise _delimited_error(error, plan, file.offset) from None
                 if raw is None:
                     return
-                if raw.index[-1] < start:
-                    continue
-                yield raw.loc[start:] if raw.index[0] < start else raw
+                yield raw.loc[start:] if start else raw
 
 
 def _mark_cut_off(chunk: pd.DataFrame, plan: _DelimitedPlan) -> pd.DataFrame:

@@ -25,6 +25,8 @@ FILES = {
     "a row with a trailing delimiter": REGULAR + "41,a,b,\n42,c,d\n",
     "a row with an extra value": REGULAR + "41,a,b,extra\n42,c,d\n",
     "rows above the header": "exported by CRM\n\nid,name\n1,a\n2,b\n",
+    "quoted everywhere": '"Id","Subject"\n"1","a ""b"""\n"2","c"\n' * 3,
+    "a header cell across lines": '"id","note\n(free text)"\n1,a\n2,b\n',
     "blank header cell at the end": "id,name,\n1,a,\n2,b,\n3,c,late\n",
     "whitespace-only line": REGULAR + "   \n42,c,d\n",
     "a byte-order mark": "\ufeffid,name\n1,Zoë\n2,Chloé\n",
@@ -40,12 +42,12 @@ BROKEN = {
 }
 
 
-def chunks(path: Path, *, arrow: bool, chunk_rows: int) -> list[pd.DataFrame]:
+def chunks(path: Path, *, arrow: bool, chunk_rows: int, header_row: int = 1) -> list[pd.DataFrame]:
     """The file's chunks, read by arrow where it may (or by pandas alone), cells as objects."""
     with pytest.MonkeyPatch.context() as patch:
         if not arrow:
             patch.setattr(importer.read, "_arrow_may_read", lambda *_: False)
-        table = open_table(path, SourceOptions(chunk_rows=chunk_rows))
+        table = open_table(path, SourceOptions(chunk_rows=chunk_rows, header_row=header_row))
         return [chunk.astype(object) for chunk in table.chunks()]
 
 
@@ -63,6 +65,24 @@ def test_arrow_reads_what_pandas_reads(tmp_path, block_size, name, chunk_rows) -
     by_arrow = chunks(path, arrow=True, chunk_rows=chunk_rows)
     by_pandas = chunks(path, arrow=False, chunk_rows=chunk_rows)
     assert len(by_arrow) == len(by_pandas) > 0
+    for mine, theirs in zip(by_arrow, by_pandas, strict=True):
+        pd.testing.assert_frame_equal(mine, theirs)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "exported by CRM\n\nid,name\n1,a\n2,b\n",
+        'Report "Q1"\n,\n"Id","Subject"\n"1","a"\n\n"2","c"\n',
+        '"title\nacross lines"\nid,name\n1,a\n',
+    ],
+)
+def test_a_header_below_other_rows_is_found_alike(tmp_path, block_size, text) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(text.encode("utf-8"))
+    by_arrow = chunks(path, arrow=True, chunk_rows=7, header_row=3)
+    by_pandas = chunks(path, arrow=False, chunk_rows=7, header_row=3)
+    assert len(by_arrow) == len(by_pandas)
     for mine, theirs in zip(by_arrow, by_pandas, strict=True):
         pd.testing.assert_frame_equal(mine, theirs)
 
@@ -95,7 +115,12 @@ def test_other_encodings_are_read_by_pandas(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "pandas_from"),
-    [("regular", None), ("a blank line midway", None), ("a short row midway", 35)],
+    [
+        ("regular", None),
+        ("quoted everywhere", None),
+        ("a blank line midway", None),
+        ("a short row midway", 35),
+    ],
 )
 def test_pandas_takes_over_only_from_the_first_chunk_not_handed_out(
     tmp_path, monkeypatch, name, pandas_from

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as pa_csv
@@ -131,7 +132,7 @@ def _table(block: OutcomeBlock) -> pa.Table:
         "warning": _joined(block.warnings, n),
         **{name: block.values.get(name, blank) for name in FIELD_NAMES},
     }
-    ours = {"status": block.statuses, "found_by": block.found_by}  # never the user's text
+    ours = {"status": _status_cells(block.statuses), "found_by": block.found_by}  # not the user's
     numbers = {
         "row": block.rows,
         "contact_id": block.contact_ids,
@@ -147,6 +148,18 @@ def _table(block: OutcomeBlock) -> pa.Table:
         else:
             columns.append(_text_cells(_arrow(text[name], pa.string())))
     return pa.Table.from_arrays(columns, schema=_SCHEMA)
+
+
+_STATUSES = list(Status)
+_STATUS_TEXT = pa.array([status.value for status in _STATUSES], pa.string())
+_STATUS_CODE = {status: code for code, status in enumerate(_STATUSES)}
+
+
+def _status_cells(statuses: list[Status]) -> pa.Array:
+    """The statuses as text: by code, since converting a million enum members one by one
+    takes ten times as long."""
+    codes = np.fromiter(map(_STATUS_CODE.__getitem__, statuses), np.int8, len(statuses))
+    return _STATUS_TEXT.take(pa.array(codes))
 
 
 def _arrow(cells: Cells, kind: pa.DataType) -> pa.Array:
@@ -191,9 +204,9 @@ class Summary:
     def add_block(self, block: OutcomeBlock) -> None:
         for status, rows in Counter(block.statuses).items():
             self.counts[status.value] += rows
-        for status, error in zip(block.statuses, block.errors, strict=True):
-            if error and status in (Status.INVALID, Status.FAILED):
-                self._count_reasons(error)
+        for pos in np.flatnonzero(np.asarray(block.errors, dtype=object) != ""):
+            if block.statuses[pos] in (Status.INVALID, Status.FAILED):
+                self._count_reasons(block.errors[pos])
 
     def _count(self, status: Status, error: str) -> None:
         self.counts[status.value] += 1

@@ -52,8 +52,10 @@ def iso_text(instants: np.ndarray) -> pa.Array:
     micros = pa.array(instants, pa.timestamp("us"), from_pandas=True)
     seconds = pc.cast(micros, pa.timestamp("s"), safe=False)  # exact where no fraction
     fraction = pc.not_equal(micros, pc.cast(seconds, pa.timestamp("us")))
-    text = pc.if_else(fraction, pc.cast(micros, pa.string()), pc.cast(seconds, pa.string()))
-    text = pc.replace_substring(text, " ", "T", max_replacements=1)
+    text = pc.cast(seconds, pa.string())  # "YYYY-MM-DD HH:MM:SS"
+    if pc.any(fraction).as_py():
+        text = pc.if_else(fraction, pc.cast(micros, pa.string()), text)
+    text = pc.utf8_replace_slice(text, 10, 11, "T")
     return pc.fill_null(pc.binary_join_element_wise(text, "Z", ""), "")
 
 

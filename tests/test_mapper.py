@@ -325,3 +325,22 @@ def test_dates_with_a_format_are_read_as_pandas_reads_them(fmt):
     mine = _strptime(pa.array(cells), fmt)
     theirs = pd.to_datetime(pd.Series(cells, dtype=object), format=fmt, errors="coerce")
     np.testing.assert_array_equal(mine, theirs.to_numpy(dtype="datetime64[us]"))
+
+
+def test_whole_and_fractional_seconds_in_one_column_are_written_as_the_model_does():
+    from importer.dates import iso_text
+
+    moments = [
+        datetime(2023, 11, 7, 5, 31, 56, tzinfo=UTC),
+        datetime(2023, 11, 7, 5, 31, 56, 123, tzinfo=UTC),
+        datetime(2024, 2, 29, 0, 0, 0, 999_999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+    ]
+    instants = np.array([m.replace(tzinfo=None) for m in moments], dtype="datetime64[us]")
+    written = iso_text(np.append(instants, np.datetime64("NaT", "us"))).to_pylist()
+    by_model = [
+        ActivityPayload.model_validate({"type": "note", "occurred_at": m}).to_body()["occurred_at"]
+        for m in moments
+    ]
+    assert written == [*by_model, ""]

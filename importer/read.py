@@ -449,7 +449,8 @@ def _arrow_may_read(plan: _DelimitedPlan, sample: str) -> bool:
     into the next), so that arrow's `skip_rows` skips what pandas' `skiprows` does."""
     if codecs.lookup(plan.encoding).name not in ("utf-8", "utf-8-sig"):
         return False
-    above = sample.splitlines(keepends=True)[: plan.header_row]
+    # Lines as CSV ends them (\n, \r\n or \r), not as str.splitlines does (\f, \u2028...).
+    above = list(itertools.islice(io.StringIO(sample, newline=""), plan.header_row))
     return (
         plan.cut_after is None
         and len(above) == plan.header_row
@@ -467,8 +468,9 @@ def _arrow_records(plan: _DelimitedPlan, fields: int) -> Generator[pd.DataFrame,
     long as each has exactly `fields` fields and the bytes are sound.
 
     Returns None once the whole file is read, or the number of records handed out before
-    it met one that is not so (a blank line, a ragged row, a bad byte, a quote never
-    closed): pandas' reader goes on from there and says what is wrong, as it alone would.
+    it met one that is not so (a ragged row, a bad byte, a quote never closed): pandas'
+    reader goes on from there and says what is wrong, as it alone would. (A blank line is
+    a record of empty fields to both, dropped later.)
     """
     names = [str(i) for i in range(fields)]
     options = {

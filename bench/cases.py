@@ -60,7 +60,7 @@ class Sizes:
     limited_seconds: float = 65.0  # long enough to fill the 60 s window
     ledger_rows: int = 20_000
     repeats: int = 3  # alternating measurements of a figure and its reference, at most
-    budget: float = 32.0  # seconds after which a case starts no further repeat
+    budget: float = 45.0  # seconds after which a case starts no further repeat
 
 
 FULL = Sizes()

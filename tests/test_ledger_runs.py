@@ -13,6 +13,7 @@ import pytest
 from importer.cli import main
 from importer.ledger import EntryState, Ledger
 from importer.sandbox import SandboxSettings, sandbox_in_thread
+from importer.send import MAY_EXIST
 from tests.conftest import MAPPINGS, ROOT, SAMPLES, rows_of
 
 DONOR_CSV = SAMPLES / "donor-crm-activities.csv"
@@ -294,7 +295,10 @@ def test_ctrl_c_stops_sending_finishes_the_report_and_exits_130(sandbox, tmp_pat
     assert "Traceback" not in err
     assert [int(r["row"]) for r in rows] == list(range(2, 302))
     created = [r for r in rows if r["status"] == "created"]
-    assert 0 < len(created) < 287 and len(created) == sandbox.store.count_activities()
+    # A request cut off in flight may have landed: such rows say so, and only they.
+    in_doubt = [r for r in rows if r["error"].endswith(MAY_EXIST)]
+    assert 0 < len(created) < 287
+    assert len(created) <= sandbox.store.count_activities() <= len(created) + len(in_doubt)
     assert any(r["error"] == "not sent: the run was interrupted" for r in rows)
 
 
@@ -321,8 +325,10 @@ def test_after_ctrl_c_only_rows_really_sent_wait_to_be_looked_for(sandbox, tmp_p
     assert victim.returncode == 130, err
     with Ledger.open(tmp_path / "ledger.sqlite") as ledger:
         counts = ledger.stats()
-    assert counts[EntryState.CREATED] == sandbox.store.count_activities() > 0
-    assert counts[EntryState.SENDING] <= concurrency
+    # Entries still `sending` are requests cut off in flight: they may have landed.
+    created, in_doubt = counts[EntryState.CREATED], counts[EntryState.SENDING]
+    assert 0 < created <= sandbox.store.count_activities() <= created + in_doubt
+    assert in_doubt <= concurrency
     assert counts[EntryState.FAILED] > 0  # at least the 403/404 rows or the unsent batch
 
     resumed = run(sandbox, tmp_path, DONOR_CSV, "resumed.csv")

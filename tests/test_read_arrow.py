@@ -28,6 +28,7 @@ FILES = {
     "quoted everywhere": '"Id","Subject"\n"1","a ""b"""\n"2","c"\n' * 3,
     "a header cell across lines": '"id","note\n(free text)"\n1,a\n2,b\n',
     "a form feed in the header": 'id,"note\x0c"\n1,a\n2,b\n',
+    "a cell longer than a block": REGULAR + '41,"' + "long\n" * 70_000 + '",end\n',
     "blank header cell at the end": "id,name,\n1,a,\n2,b,\n3,c,late\n",
     "whitespace-only line": REGULAR + "   \n42,c,d\n",
     "a byte-order mark": "\ufeffid,name\n1,Zoë\n2,Chloé\n",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import signal
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -404,6 +405,12 @@ class _Sending:
         self._room = asyncio.Event()  # `ready` ran down to half a batch
         self._commit_due = asyncio.Event()  # COMMIT_EVERY outcomes await a commit
         self._io = ThreadPoolExecutor(1, "ledger") if ledger is not None else None
+        self._stopping = False  # take no more rows: the run was interrupted
+
+    def stop_taking(self) -> None:
+        """Hand the workers no more rows; those in flight finish."""
+        self._stopping = True
+        self._changed.set()
 
     # -- the producer ---------------------------------------------------------------------
 
@@ -509,7 +516,7 @@ class _Sending:
         """The rows the producer hands on, as jobs for the sender; ends with the producer
         (raising what stopped it, if anything did)."""
         producer.add_done_callback(lambda _: self._changed.set())
-        while True:
+        while not self._stopping:
             if producer.done() and (not self.ready or producer.exception() is not None):
                 producer.result()
                 return
@@ -659,13 +666,51 @@ async def _send_run(
         if ledger is not None:
             tasks.append(asyncio.create_task(run.commit_regularly(), name="ledger-commit"))
         try:
-            await sender.send_all(run.jobs(producer), run.on_result)
+            with _first_interrupt_drains(run, report.summary, options.on_notice):
+                await sender.send_all(run.jobs(producer), run.on_result)
         except asyncio.CancelledError:
             report.summary.interrupted = True
         finally:
             await run.stop(*tasks)
     if report.summary.interrupted:
         _finish_interrupted(feed, run, ordered)
+
+
+@contextlib.contextmanager
+def _first_interrupt_drains(
+    run: _Sending, summary: Summary, on_notice: NoticeCallback | None
+) -> Iterator[None]:
+    """While sending, a first ctrl-c takes no more rows and lets the requests in flight
+    finish, so that none is left in doubt; a second abandons them, as one did before.
+    Where the loop cannot take the signal (not the main thread; Windows), the first does."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def again() -> None:
+        if main is not None:
+            main.cancel()
+
+    def first() -> None:
+        summary.interrupted = True
+        run.stop_taking()
+        loop.add_signal_handler(signal.SIGINT, again)
+        if on_notice is not None:
+            on_notice(
+                f"interrupted: letting the {len(run.in_flight)} requests in flight finish "
+                "(ctrl-c again to abandon them)"
+            )
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, first)
+    except (NotImplementedError, RuntimeError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        signal.signal(signal.SIGINT, previous)  # asyncio.run's own, for what follows
 
 
 def _finish_interrupted(feed: _RowFeed, run: _Sending, ordered: OrderedOutcomes) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from importer.cli import main
 from importer.ledger import EntryState, Ledger
-from importer.sandbox import SandboxSettings, sandbox_in_thread
+from importer.sandbox import Faults, SandboxSettings, sandbox_in_thread
 from importer.send import MAY_EXIST
 from tests.conftest import MAPPINGS, ROOT, SAMPLES, rows_of
 
@@ -295,16 +295,47 @@ def test_ctrl_c_stops_sending_finishes_the_report_and_exits_130(sandbox, tmp_pat
     assert "Traceback" not in err
     assert [int(r["row"]) for r in rows] == list(range(2, 302))
     created = [r for r in rows if r["status"] == "created"]
-    # A request cut off in flight may have landed: such rows say so, and only they.
-    in_doubt = [r for r in rows if r["error"].endswith(MAY_EXIST)]
-    assert 0 < len(created) < 287
-    assert len(created) <= sandbox.store.count_activities() <= len(created) + len(in_doubt)
+    # One ctrl-c lets the requests in flight finish: every row knows what became of it.
+    assert 0 < len(created) < 287 and len(created) == sandbox.store.count_activities()
+    assert not [r for r in rows if r["error"].endswith(MAY_EXIST)]
     assert any(r["error"] == "not sent: the run was interrupted" for r in rows)
+    assert "letting the" in err and "requests in flight finish" in err
+
+
+def test_a_second_ctrl_c_abandons_the_requests_in_flight(tmp_path):
+    """With every request taking 3 s, the second ctrl-c ends the run at once; the rows
+    whose requests were cut off say the activity may exist, and the ledger keeps them
+    `sending`, for the next run to look for."""
+    settings = SandboxSettings(limits=(), faults=Faults(latency=3.0))
+    with sandbox_in_thread(settings) as slow:
+        command = import_command(slow, tmp_path, "100/s", "--results", str(tmp_path / "r.csv"))
+        env = {**os.environ, "GIVEBUTTER_API_KEY": slow.api_key}
+        victim = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 30
+        while slow.stats.count() < 1 and time.monotonic() < deadline:  # the key check
+            time.sleep(0.01)
+        time.sleep(1.0)  # the first requests are out, none answered
+        victim.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        victim.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = victim.communicate(timeout=60)
+        took = time.monotonic() - started
+    assert victim.returncode == 130, err
+    assert took < 2.5  # not the 3 s an answer takes
+    rows = rows_of(tmp_path / "r.csv")
+    assert [int(r["row"]) for r in rows] == list(range(2, 302))
+    in_doubt = [r for r in rows if r["error"].endswith(MAY_EXIST)]
+    assert in_doubt and all(r["status"] == "failed" for r in in_doubt)
+    with Ledger.open(tmp_path / "ledger.sqlite") as ledger:
+        assert ledger.stats()[EntryState.SENDING] == len(in_doubt)
 
 
 def test_after_ctrl_c_only_rows_really_sent_wait_to_be_looked_for(sandbox, tmp_path):
     """Rows marked `sending` but never posted are told `failed` in the ledger, so the next
-    run sends them straight away; only requests cut off in flight stay `sending`."""
+    run sends them straight away (and without looking for them first)."""
     concurrency = 4
     command = import_command(
         sandbox,
@@ -325,10 +356,9 @@ def test_after_ctrl_c_only_rows_really_sent_wait_to_be_looked_for(sandbox, tmp_p
     assert victim.returncode == 130, err
     with Ledger.open(tmp_path / "ledger.sqlite") as ledger:
         counts = ledger.stats()
-    # Entries still `sending` are requests cut off in flight: they may have landed.
-    created, in_doubt = counts[EntryState.CREATED], counts[EntryState.SENDING]
-    assert 0 < created <= sandbox.store.count_activities() <= created + in_doubt
-    assert in_doubt <= concurrency
+    # One ctrl-c lets the requests in flight finish: none is left `sending`.
+    assert counts[EntryState.CREATED] == sandbox.store.count_activities() > 0
+    assert counts[EntryState.SENDING] == 0
     assert counts[EntryState.FAILED] > 0  # at least the 403/404 rows or the unsent batch
 
     resumed = run(sandbox, tmp_path, DONOR_CSV, "resumed.csv")

@@ -303,10 +303,10 @@ def test_ctrl_c_stops_sending_finishes_the_report_and_exits_130(sandbox, tmp_pat
 
 
 def test_a_second_ctrl_c_abandons_the_requests_in_flight(tmp_path):
-    """With every request taking 3 s, the second ctrl-c ends the run at once; the rows
+    """With every request taking 6 s, the second ctrl-c ends the run at once; the rows
     whose requests were cut off say the activity may exist, and the ledger keeps them
     `sending`, for the next run to look for."""
-    settings = SandboxSettings(limits=(), faults=Faults(latency=3.0))
+    settings = SandboxSettings(limits=(), faults=Faults(latency=6.0))
     with sandbox_in_thread(settings) as slow:
         command = import_command(slow, tmp_path, "100/s", "--results", str(tmp_path / "r.csv"))
         env = {**os.environ, "GIVEBUTTER_API_KEY": slow.api_key}
@@ -324,7 +324,7 @@ def test_a_second_ctrl_c_abandons_the_requests_in_flight(tmp_path):
         _, err = victim.communicate(timeout=60)
         took = time.monotonic() - started
     assert victim.returncode == 130, err
-    assert took < 2.5  # not the 3 s an answer takes
+    assert took < 4.0  # not the 5 s or so the answers still need
     rows = rows_of(tmp_path / "r.csv")
     assert [int(r["row"]) for r in rows] == list(range(2, 302))
     in_doubt = [r for r in rows if r["error"].endswith(MAY_EXIST)]

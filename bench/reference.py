@@ -17,9 +17,9 @@ from typing import Any
 
 import aiohttp
 
+from importer.decide import decide_rows
 from importer.mapper import Mapper
 from importer.mapping import load_mapping
-from importer.pipeline import decide_rows
 from importer.read import SourceOptions, open_table
 from importer.records import Status
 

@@ -15,25 +15,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from importer import __version__
+from importer.delivery import Interruption
 from importer.errors import ConfigError, ImporterError
 from importer.mapping import check_columns, load_mapping
-from importer.pipeline import RunOptions, api_session, open_ledger, run_import
+from importer.pipeline import (
+    RunOptions,
+    contacts_index_beside,
+    default_ledger_path,
+    refresh_contact_index,
+    run_import,
+    run_import_async,
+)
 from importer.ratelimit import DEFAULT_RATE, parse_rate
 from importer.read import SourceOptions, SourceTable, open_table
-from importer.resolve import ContactResolver
+from importer.report import Summary
 from importer.send import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, SenderSettings
 from importer.starter import starter_mapping
-from importer.undo import Deletion, created_lines, delete_activities, failed_rows
+from importer.undo import created_lines, failed_rows, undo_run
+
+if TYPE_CHECKING:
+    from importer.sandbox import Sandbox
 
 API_KEY_VARIABLE = "GIVEBUTTER_API_KEY"
 BASE_URL_VARIABLE = "GIVEBUTTER_BASE_URL"
@@ -93,13 +107,8 @@ def _undo(args: argparse.Namespace) -> int:
         return 2
     settings = SenderSettings(base_url=_base_url(args), rate=parse_rate(args.rate))
     ledger = None if args.no_ledger else Path(args.ledger) if args.ledger else default_ledger_path()
-
-    async def go() -> list[Deletion]:
-        async with api_session(settings, os.environ.get(API_KEY_VARIABLE, "")) as sender:
-            with open_ledger(ledger if ledger and ledger.exists() else None) as opened:
-                return await delete_activities(sender, lines, opened)
-
-    done = asyncio.run(go())
+    work = undo_run(Path(args.results_of), settings, _api_key(), ledger_path=ledger)
+    done = asyncio.run(work)
     failed = [d for d in done if not d.deleted]
     for deletion in failed:
         _say(f"row {deletion.line.row}: not deleted: {deletion.reason}")
@@ -115,13 +124,9 @@ def _confirm(question: str) -> bool:
 
 def _contacts_refresh(args: argparse.Namespace) -> int:
     settings = SenderSettings(base_url=_base_url(args), rate=parse_rate(args.rate))
-    index = _contacts_index(Path(args.ledger) if args.ledger else default_ledger_path())
-
-    async def go() -> int:
-        async with api_session(settings, os.environ.get(API_KEY_VARIABLE, "")) as sender:
-            return await ContactResolver(sender, index_path=index, on_notice=_say).refresh_index()
-
-    count = asyncio.run(go())
+    index = contacts_index_beside(Path(args.ledger) if args.ledger else default_ledger_path())
+    work = refresh_contact_index(settings, _api_key(), index, on_notice=_say)
+    count = asyncio.run(work)
     print(f"contact index {index}: {count:,} contacts")
     return 0
 
@@ -130,16 +135,30 @@ def _base_url(args: argparse.Namespace) -> str:
     return (args.base_url or os.environ.get(BASE_URL_VARIABLE) or DEFAULT_BASE_URL).rstrip("/")
 
 
+def _api_key() -> str:
+    key = os.environ.get(API_KEY_VARIABLE, "")
+    if not key:
+        raise ConfigError(
+            f"no API key: set {API_KEY_VARIABLE} (or use --dry-run, or --sandbox to try it out)"
+        )
+    return key
+
+
 def _run(args: argparse.Namespace, *, only_rows: frozenset[int] | None = None) -> int:
     mapping = load_mapping(args.mapping)
     input_path = Path(args.input)
     results = Path(args.results) if args.results else _default_results_path(input_path)
+    if results.resolve() == input_path.resolve():
+        raise ConfigError("the results path is the input file; choose another --results")
     sender = _sender_settings(args)
     with _sandbox_if_asked(args) as sandbox:
-        api_key = os.environ.get(API_KEY_VARIABLE)
+        sends = not args.dry_run or args.resolve
+        api_key = None
         if sandbox is not None:
             sender = sender.replace(base_url=sandbox.base_url)
             api_key = sandbox.api_key
+        elif sends:
+            api_key = _api_key()
         with _Progress(enabled=not args.quiet) as progress:
             options = RunOptions(
                 input_path=input_path,
@@ -150,8 +169,9 @@ def _run(args: argparse.Namespace, *, only_rows: frozenset[int] | None = None) -
                 summary_json=Path(args.summary_json) if args.summary_json else None,
                 sender=sender,
                 api_key=api_key,
-                ledger_path=(ledger := _ledger_path(args, sandbox is not None)),
-                contacts_index=_contacts_index(ledger),
+                # A --sandbox run sends to a new, empty, in-memory API: nothing to remember.
+                keep_ledger=not args.no_ledger and (sandbox is None or bool(args.ledger)),
+                ledger_path=Path(args.ledger) if args.ledger else None,
                 contacts_max_age=args.contacts_max_age * 3600,
                 resolve=args.resolve,
                 only_rows=only_rows,
@@ -160,7 +180,7 @@ def _run(args: argparse.Namespace, *, only_rows: frozenset[int] | None = None) -
                 on_progress=progress.advance,
                 on_notice=progress.notice,
             )
-            summary = run_import(options)
+            summary = _run_with_ctrl_c(options) if sends else run_import(options)
         _say(summary.text())
         if sandbox is not None:
             _say(
@@ -170,24 +190,32 @@ def _run(args: argparse.Namespace, *, only_rows: frozenset[int] | None = None) -
     return summary.exit_code()
 
 
-def default_ledger_path() -> Path:
-    """Where the ledger lives unless --ledger says otherwise: the user's data folder."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "givebutter-import" / "ledger.sqlite"
+def _run_with_ctrl_c(options: RunOptions) -> Summary:
+    """A sending run where a first ctrl-c takes no more rows and lets the requests in flight
+    finish, so that none is left in doubt, and a second abandons them. Where the loop cannot
+    take the signal (not the main thread; Windows), ctrl-c cancels the run as Python does."""
+    interruption = Interruption()
+    options = dataclasses.replace(options, interruption=interruption)
 
+    async def go() -> Summary:
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGINT)
 
-def _ledger_path(args: argparse.Namespace, sandbox: bool) -> Path | None:
-    if args.no_ledger:
-        return None
-    if args.ledger:
-        return Path(args.ledger)
-    # A --sandbox run sends to a new, empty, in-memory API: nothing to remember.
-    return None if sandbox else default_ledger_path()
+        def first() -> None:
+            loop.add_signal_handler(signal.SIGINT, interruption.abandon)
+            interruption.drain()
 
+        try:
+            loop.add_signal_handler(signal.SIGINT, first)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return await run_import_async(options)
+        try:
+            return await run_import_async(options)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, previous)  # asyncio.run's own, for what follows
 
-def _contacts_index(ledger: Path | None) -> Path | None:
-    """The external-id index lives beside the ledger (one per account); none: in memory."""
-    return None if ledger is None else ledger.with_name("contacts.sqlite")
+    return asyncio.run(go())
 
 
 def _default_results_path(input_path: Path) -> Path:
@@ -213,7 +241,7 @@ def _sender_settings(args: argparse.Namespace) -> SenderSettings:
 
 
 @contextlib.contextmanager
-def _sandbox_if_asked(args: argparse.Namespace) -> Iterator[object | None]:
+def _sandbox_if_asked(args: argparse.Namespace) -> Iterator[Sandbox | None]:
     if not getattr(args, "sandbox", False) or (args.dry_run and not args.resolve):
         yield None
         return

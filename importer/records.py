@@ -11,6 +11,11 @@ import pyarrow as pa
 
 from importer.payload import FIELD_NAMES, ActivityPayload, validate_payload
 
+# Why a row was not sent, or not heard back from, when a run stopped early.
+NOT_SENT_INTERRUPTED = "not sent: the run was interrupted"  # never handed to the sender
+INTERRUPTED_IN_FLIGHT = "interrupted"  # its request was abandoned: it may have landed
+KEY_REFUSED = "not sent: the API refused the key"
+
 
 class Status(StrEnum):
     """What became of one input row; exactly one per row, in the results CSV."""

@@ -16,7 +16,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -196,6 +196,7 @@ class Summary:
     finished: float | None = None
     interrupted: bool = False
     results_path: str = ""
+    error: str = ""  # what stopped the run, if anything did (exit code 2)
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         for outcome in outcomes:
@@ -222,6 +223,8 @@ class Summary:
         return sum(self.counts.values())
 
     def exit_code(self) -> int:
+        if self.error:
+            return 2
         if self.interrupted:
             return 130
         return 1 if self.counts[Status.INVALID] or self.counts[Status.FAILED] else 0
@@ -242,6 +245,7 @@ class Summary:
             "finished_at": _iso(self.finished) if self.finished else None,
             "seconds": round(self.seconds(), 3),
             "interrupted": self.interrupted,
+            "error": self.error,
             "exit_code": self.exit_code(),
             "results": self.results_path,
         }
@@ -262,6 +266,32 @@ class Summary:
         if self.interrupted:
             lines.append("interrupted: rows not reached are in the results as failed")
         return "\n".join(lines)
+
+
+class Reporter:
+    """The report stage's door: writes decided outcomes, counts them in the summary and
+    tells the progress callback how many rows were decided."""
+
+    def __init__(
+        self, writer: ResultsWriter, summary: Summary, on_progress: Callable[[int], None] | None
+    ) -> None:
+        self.writer = writer
+        self.summary = summary
+        self.on_progress = on_progress
+
+    def __call__(self, outcomes: list[Outcome]) -> None:
+        if not outcomes:
+            return
+        self.writer.write(outcomes)
+        self.summary.add(outcomes)
+        if self.on_progress is not None:
+            self.on_progress(len(outcomes))
+
+    def block(self, block: OutcomeBlock) -> None:
+        self.writer.write_block(block)
+        self.summary.add_block(block)
+        if self.on_progress is not None:
+            self.on_progress(len(block))
 
 
 def write_summary_json(summary: Summary, path: str | Path, *, overwrite: bool = True) -> None:

@@ -56,6 +56,7 @@ from typing import Any
 
 from importer.errors import ConfigError, ImporterError
 from importer.payload import CONTACT_ID_PATTERN
+from importer.records import Outcome, Status
 from importer.send import ApiResponse, RequestFailed, Sender
 
 EMAIL_PREFIX = "email:"
@@ -481,3 +482,24 @@ async def _run_workers(worker: Callable[[], Any], count: int) -> None:
                 group.create_task(worker())
     except BaseExceptionGroup as errors:
         raise errors.exceptions[0] from None
+
+
+def given_contact_id(key: str) -> int | None:
+    """The Givebutter contact id a key names outright (a bare number), or None for a key
+    to look up (`email:…`, `external_id:…`) or a blank one."""
+    return int(key) if key and ":" not in key else None
+
+
+async def resolve_contacts(outcomes: list[Outcome], resolver: ContactResolver) -> None:
+    """Give each valid row that names its contact by email or external id its contact id,
+    or make it invalid with the reason. One request per distinct key at most."""
+    pending = [o for o in outcomes if o.status is Status.VALID and o.contact_id is None]
+    if not pending:
+        return
+    found = await resolver.resolve_many({o.contact for o in pending})
+    for outcome in pending:
+        resolution = found[outcome.contact]
+        if resolution.contact_id is not None:
+            outcome.contact_id, outcome.found_by = resolution.contact_id, resolution.found_by
+        else:
+            outcome.status, outcome.error = Status.INVALID, resolution.error

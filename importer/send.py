@@ -28,6 +28,7 @@ errors (which carry request headers) are turned into plain reasons here and neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import http
 import ipaddress
@@ -45,7 +46,7 @@ from importer import __version__, recover
 from importer.errors import AuthError, ConfigError, ImporterError
 from importer.payload import ActivityPayload
 from importer.ratelimit import DEFAULT_RATE_PER_SECOND, NoticeCallback, RateLimit
-from importer.records import SendResult, Status
+from importer.records import INTERRUPTED_IN_FLIGHT, KEY_REFUSED, SendResult, Status
 from importer.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.givebutter.com/v1"
@@ -53,8 +54,6 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_TIMEOUT = 30.0
 
-INTERRUPTED = "interrupted"
-KEY_REFUSED = "not sent: the API refused the key"
 MAY_EXIST = " (the activity may have been created anyway)"
 
 # Answers after which an earlier POST may have been carried out after all.
@@ -500,6 +499,35 @@ class Sender:
         return f"the API refused the key: 401 Unauthorized{detail}; check that it is right"
 
 
+@contextlib.asynccontextmanager
+async def api_session(
+    settings: SenderSettings,
+    api_key: str,
+    *,
+    on_notice: NoticeCallback | None = None,
+    session: aiohttp.ClientSession | None = None,
+) -> AsyncIterator[Sender]:
+    """A sender for one run, the key checked (`check_key`) before anything else.
+
+    Without `session`, one is built for the run (its connection pool sized to the
+    concurrency) and closed at the end; a given session is used as it is and left open, so
+    that an application or a test can supply its own (an aioresponses-patched one, say)."""
+    check_base_url(settings.base_url)
+    if not api_key:
+        raise ConfigError("no API key was given")
+    async with contextlib.AsyncExitStack() as stack:
+        if session is None:
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=settings.timeout),
+                    connector=aiohttp.TCPConnector(limit=settings.concurrency),
+                )
+            )
+        sender = Sender(session, api_key, settings, on_notice=on_notice)
+        await sender.check_key()
+        yield sender
+
+
 class _Run:
     """The jobs of one `send_all`, handed to workers one at a time."""
 
@@ -507,7 +535,7 @@ class _Run:
         self._jobs = jobs
         self._lock = asyncio.Lock()
         self.stopped = False
-        self.stop_reason = INTERRUPTED
+        self.stop_reason = INTERRUPTED_IN_FLIGHT
 
     async def take(self) -> SendJob | None:
         """The next job, or None when there are no more or the run is stopping."""

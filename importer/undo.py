@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+
 from importer.errors import InputError
 from importer.ledger import Ledger
 from importer.records import Status
-from importer.send import RequestFailed, Sender
+from importer.send import RequestFailed, Sender, SenderSettings, api_session
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,27 @@ async def delete_activities(
         if on_done is not None:
             on_done(deletion)
     return done
+
+
+async def undo_run(
+    results_of: Path,
+    settings: SenderSettings,
+    api_key: str,
+    *,
+    ledger_path: Path | None,
+    session: aiohttp.ClientSession | None = None,
+    on_done: Callable[[Deletion], None] | None = None,
+) -> list[Deletion]:
+    """Delete every activity that the run behind `results_of` created; forget them in the
+    ledger at `ledger_path` (if it exists), so that a corrected run can create them again."""
+    lines = created_lines(results_of)
+    if not lines:
+        return []
+    async with api_session(settings, api_key, session=session) as sender:
+        if ledger_path is None or not ledger_path.exists():
+            return await delete_activities(sender, lines, None, on_done)
+        with Ledger.open(ledger_path) as ledger:
+            return await delete_activities(sender, lines, ledger, on_done)
 
 
 def _ledger_keys(ledger: Ledger | None) -> dict[str, str]:

@@ -1,12 +1,15 @@
 """End to end against the sandbox on loopback: real HTTP, real files, real outcomes."""
 
+import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from importer.cli import main
+from importer.errors import ConfigError
 from importer.mapping import load_mapping
-from importer.pipeline import RunOptions, run_import
+from importer.pipeline import RunOptions, run_import, run_import_async
 from importer.retry import RetryPolicy
 from importer.sandbox import Faults, RateWindow, SandboxSettings, sandbox_in_thread
 from importer.send import SenderSettings
@@ -39,6 +42,7 @@ def run_against(
         results_path=results,
         sender=settings,
         api_key=sandbox.api_key,
+        keep_ledger=False,
     )
     return run_import(options)
 
@@ -169,3 +173,44 @@ def test_store_then_500_makes_no_duplicate(tmp_path):
     assert summary.counts["created"] == len(created) == 287
     assert stored == 287
     assert len({r["activity_id"] for r in created}) == 287
+
+
+async def test_run_import_async_works_inside_a_running_event_loop(tmp_path):
+    with sandbox_in_thread(SandboxSettings(limits=())) as sandbox:
+        options = RunOptions(
+            input_path=DONOR_CSV,
+            mapping=load_mapping(DONOR_MAPPING),
+            results_path=tmp_path / "r.csv",
+            sender=SenderSettings(base_url=sandbox.base_url, rate=500.0),
+            api_key=sandbox.api_key,
+            ledger_path=tmp_path / "ledger.sqlite",
+        )
+        summary = await run_import_async(options)
+        assert summary.counts["created"] == sandbox.store.count_activities() > 0
+        with pytest.raises(ConfigError, match="await run_import_async"):
+            run_import(options)
+        again = await run_import_async(dataclasses.replace(options, overwrite_results=True))
+        assert again.counts["created"] == 0
+        assert again.counts["skipped"] == summary.counts["skipped"] + summary.counts["created"]
+
+
+async def test_a_library_dry_run_does_not_block_the_event_loop(tmp_path):
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    options = RunOptions(
+        input_path=DONOR_CSV,
+        mapping=load_mapping(DONOR_MAPPING),
+        results_path=tmp_path / "r.csv",
+        dry_run=True,
+    )
+    summary = await run_import_async(options)
+    ticker.cancel()
+    assert summary.counts["valid"] > 0
+    assert ticks > 1

@@ -1,0 +1,345 @@
+"""The exactly-once engine, in-process: a scripted sender and a real ledger (issue 16).
+
+The scripted sender keeps a little server of its own (activities by id), so every test can
+count what "the server" holds after a delivery, a crash, an interruption or a re-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from importer.delivery import DeliverySettings, Interruption, RowFeed, deliver
+from importer.errors import AuthError
+from importer.ledger import EntryState, Ledger
+from importer.payload import ActivityPayload
+from importer.records import (
+    INTERRUPTED_IN_FLIGHT,
+    KEY_REFUSED,
+    NOT_SENT_INTERRUPTED,
+    Outcome,
+    SendResult,
+    Status,
+)
+from importer.send import MAY_EXIST, SendJob
+
+BASE_URL = "http://127.0.0.1:9/v1"
+SETTINGS = DeliverySettings(base_url=BASE_URL, input_name="export.csv")
+
+Answer = Callable[["ScriptedSender", SendJob], Awaitable[SendResult]]
+
+
+class ScriptedSender:
+    """A sender with the real one's contract (`send_all`, `find_activity`) and a server of
+    its own. `answer` decides each POST; the default stores the activity and says so."""
+
+    def __init__(self, answer: Answer | None = None, *, concurrency: int = 4) -> None:
+        self.answer = answer or ScriptedSender.create
+        self.concurrency = concurrency
+        self.server: dict[str, tuple[int, dict]] = {}  # activity id -> (contact, body)
+        self.posts: list[int] = []  # rows, in the order their POSTs went out
+        self.lookups: list[int] = []  # contacts looked through by find_activity
+
+    def store(self, job: SendJob) -> str:
+        activity_id = str(len(self.server) + 1)  # nothing is deleted: ids stay unique
+        self.server[activity_id] = (job.contact_id, job.payload.to_body())
+        return activity_id
+
+    async def create(self, job: SendJob) -> SendResult:
+        return SendResult(status=Status.CREATED, http_status=200, activity_id=self.store(job))
+
+    async def send_all(
+        self, jobs: AsyncIterable[SendJob], on_result: Callable[[SendJob, SendResult], None]
+    ) -> None:
+        source, lock = aiter(jobs), asyncio.Lock()
+
+        async def work() -> None:
+            while True:
+                async with lock:
+                    job = await anext(source, None)
+                if job is None:
+                    return
+                self.posts.append(job.row)
+                try:
+                    result = await self.answer(self, job)
+                except asyncio.CancelledError:
+                    error = INTERRUPTED_IN_FLIGHT + MAY_EXIST
+                    on_result(job, SendResult(Status.FAILED, error=error, ambiguous=True))
+                    raise
+                except AuthError:
+                    on_result(job, SendResult(Status.FAILED, error=KEY_REFUSED))
+                    raise
+                on_result(job, result)
+
+        workers = [asyncio.create_task(work()) for _ in range(self.concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None:
+        self.lookups.append(contact_id)
+        body = payload.to_body()
+        found = [i for i, (c, b) in self.server.items() if c == contact_id and b == body]
+        return found[0] if found else None
+
+    def copies(self) -> list[int]:
+        """How many activities the server holds for each distinct (contact, body)."""
+        seen: dict[str, int] = {}
+        for contact, body in self.server.values():
+            key = f"{contact} {sorted(body.items())}"
+            seen[key] = seen.get(key, 0) + 1
+        return sorted(seen.values())
+
+
+def rows(count: int, *, first: int = 2, same: bool = False) -> list[Outcome]:
+    """`count` valid rows, each its own note unless `same`."""
+    made = []
+    for n in range(count):
+        payload = ActivityPayload.model_validate(
+            {"type": "note", "note": "same" if same else f"note {n}"}
+        )
+        made.append(
+            Outcome(
+                row=first + n,
+                status=Status.VALID,
+                contact="10001",
+                contact_id=10001,
+                found_by="id",
+                payload=payload,
+            )
+        )
+    return made
+
+
+def in_chunks(outcomes: list[Outcome], size: int = 10) -> list[list[Outcome]]:
+    return [outcomes[i : i + size] for i in range(0, len(outcomes), size)]
+
+
+class Reported(list):
+    """The report callback: every outcome, in the order it was handed on."""
+
+    def __call__(self, outcomes: list[Outcome]) -> None:
+        self.extend(outcomes)
+
+    def statuses(self) -> list[str]:
+        return [o.status.value for o in self]
+
+
+async def run(
+    sender: ScriptedSender,
+    outcomes: list[Outcome],
+    ledger: Ledger | None,
+    *,
+    settings: DeliverySettings = SETTINGS,
+    interruption: Interruption | None = None,
+) -> tuple[Reported, bool]:
+    reported = Reported()
+    interrupted = await deliver(
+        RowFeed(in_chunks(outcomes)),
+        sender,
+        ledger,
+        settings,
+        reported,
+        interruption=interruption,
+    )
+    return reported, interrupted
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    with Ledger.open(tmp_path / "ledger.sqlite") as opened:
+        yield opened
+
+
+async def test_every_row_is_reported_once_in_input_order(ledger):
+    sender = ScriptedSender()
+    reported, interrupted = await run(sender, rows(95), ledger)
+    assert not interrupted
+    assert [o.row for o in reported] == list(range(2, 97))
+    assert set(reported.statuses()) == {"created"}
+    assert len(sender.server) == 95
+    assert ledger.stats()[EntryState.CREATED] == 95
+
+
+async def test_rows_decided_before_sending_pass_through_in_their_place(ledger):
+    outcomes = rows(6)
+    outcomes[2].status, outcomes[2].error = Status.INVALID, "type is blank"
+    outcomes[4].status, outcomes[4].payload = Status.SKIPPED, None
+    sender = ScriptedSender()
+    reported, _ = await run(sender, outcomes, ledger)
+    assert reported.statuses() == ["created", "created", "invalid", "created", "skipped", "created"]
+    assert len(sender.server) == 4
+
+
+async def test_a_second_delivery_of_the_same_rows_sends_nothing(ledger):
+    sender = ScriptedSender()
+    await run(sender, rows(30), ledger)
+    again, _ = await run(sender, rows(30), ledger)
+    assert set(again.statuses()) == {"skipped"}
+    assert again[0].error.startswith("already imported: activity ")
+    assert again[0].activity_id is not None
+    assert len(sender.server) == 30 and len(sender.posts) == 30
+
+
+async def test_an_identical_row_later_in_the_input_is_skipped_as_a_duplicate(ledger):
+    sender = ScriptedSender()
+    reported, _ = await run(sender, rows(3, same=True), ledger)
+    assert reported.statuses() == ["created", "skipped", "skipped"]
+    assert reported[1].error == "duplicate of row 2: same contact and activity"
+    assert len(sender.server) == 1
+
+
+async def test_allow_duplicates_sends_each_copy_once_and_a_rerun_none(ledger):
+    settings = DeliverySettings(base_url=BASE_URL, input_name="x.csv", allow_duplicates=True)
+    sender = ScriptedSender()
+    reported, _ = await run(sender, rows(3, same=True), ledger, settings=settings)
+    assert reported.statuses() == ["created"] * 3
+    again, _ = await run(sender, rows(3, same=True), ledger, settings=settings)
+    assert again.statuses() == ["skipped"] * 3
+    assert len(sender.server) == 3
+
+
+async def test_without_a_ledger_rows_are_still_reported_in_order(tmp_path):
+    sender = ScriptedSender(concurrency=8)
+    reported, _ = await run(sender, rows(50), None)
+    assert [o.row for o in reported] == list(range(2, 52))
+    assert len(sender.server) == 50
+
+
+async def store_then_fail(sender: ScriptedSender, job: SendJob) -> SendResult:
+    """The server stores the activity, then the answer is lost (a 5xx after storing)."""
+    sender.store(job)
+    return SendResult(Status.FAILED, http_status=500, error="500" + MAY_EXIST, ambiguous=True)
+
+
+async def test_an_ambiguous_failure_stays_sending_and_the_next_run_finds_it(ledger):
+    first = ScriptedSender(store_then_fail)
+    reported, _ = await run(first, rows(5), ledger)
+    assert set(reported.statuses()) == {"failed"}
+    assert ledger.stats()[EntryState.SENDING] == 5
+    second = ScriptedSender()
+    second.server = first.server  # the same server, answering well now
+    again, _ = await run(second, rows(5), ledger)
+    assert set(again.statuses()) == {"created"}
+    assert all("found on the server" in o.warnings[0] for o in again)
+    assert second.posts == [] and len(second.lookups) == 5
+    assert second.copies() == [1] * 5
+
+
+async def test_a_row_left_sending_that_never_landed_is_sent_after_looking(ledger):
+    async def lost(sender: ScriptedSender, job: SendJob) -> SendResult:
+        return SendResult(Status.FAILED, error="no answer" + MAY_EXIST, ambiguous=True)
+
+    await run(ScriptedSender(lost), rows(4), ledger)
+    second = ScriptedSender()
+    again, _ = await run(second, rows(4), ledger)
+    assert set(again.statuses()) == {"created"}
+    assert len(second.lookups) == 4 and len(second.posts) == 4
+    assert ledger.stats()[EntryState.CREATED] == 4
+
+
+def slow(gate: asyncio.Event) -> Answer:
+    """Rows wait at the server until `gate` opens, then are created."""
+
+    async def answer(sender: ScriptedSender, job: SendJob) -> SendResult:
+        await gate.wait()
+        return await sender.create(job)
+
+    return answer
+
+
+async def test_drain_lets_the_requests_in_flight_finish_and_sends_no_more(ledger):
+    gate, interruption = asyncio.Event(), Interruption()
+    sender = ScriptedSender(slow(gate), concurrency=3)
+    task = asyncio.create_task(run(sender, rows(40), ledger, interruption=interruption))
+    while len(sender.posts) < 3:
+        await asyncio.sleep(0.01)
+    interruption.drain()
+    gate.set()
+    reported, interrupted = await task
+    assert interrupted
+    assert [o.row for o in reported] == list(range(2, 42))
+    assert reported.statuses() == ["created"] * 3 + ["failed"] * 37
+    assert {o.error for o in reported[3:]} == {NOT_SENT_INTERRUPTED}
+    assert len(sender.server) == 3
+    # Rows marked but never posted are not left in doubt: the next run sends them at once.
+    assert ledger.stats()[EntryState.SENDING] == 0
+    second = ScriptedSender()
+    second.server = sender.server
+    again, _ = await run(second, rows(40), ledger)
+    assert again.statuses() == ["skipped"] * 3 + ["created"] * 37
+    assert second.lookups == [] and second.copies() == [1] * 40
+
+
+async def test_abandon_leaves_the_requests_in_flight_in_doubt_for_the_next_run(ledger):
+    gate, interruption = asyncio.Event(), Interruption()
+
+    async def lands_then_hangs(sender: ScriptedSender, job: SendJob) -> SendResult:
+        sender.store(job)  # stored on the server; the answer never comes
+        await gate.wait()
+        raise AssertionError("never answered")
+
+    sender = ScriptedSender(lands_then_hangs, concurrency=2)
+    task = asyncio.create_task(run(sender, rows(10), ledger, interruption=interruption))
+    while len(sender.posts) < 2:
+        await asyncio.sleep(0.01)
+    interruption.drain()
+    interruption.abandon()
+    reported, interrupted = await task
+    assert interrupted
+    assert [o.error for o in reported[:2]] == [INTERRUPTED_IN_FLIGHT + MAY_EXIST] * 2
+    assert {o.error for o in reported[2:]} == {NOT_SENT_INTERRUPTED}
+    assert ledger.stats()[EntryState.SENDING] == 2
+    second = ScriptedSender()
+    second.server = sender.server
+    again, _ = await run(second, rows(10), ledger)
+    assert set(again.statuses()) == {"created"}
+    assert len(second.lookups) == 2 and len(second.posts) == 8
+    assert second.copies() == [1] * 10
+
+
+async def test_a_refused_key_midway_still_gives_every_row_its_line(ledger):
+    async def refuse_after_five(sender: ScriptedSender, job: SendJob) -> SendResult:
+        if len(sender.server) >= 5:
+            raise AuthError("the API refused the key")
+        return await sender.create(job)
+
+    sender = ScriptedSender(refuse_after_five, concurrency=1)
+    reported = Reported()
+    with pytest.raises(AuthError):
+        await deliver(RowFeed(in_chunks(rows(100))), sender, ledger, SETTINGS, reported)
+    assert [o.row for o in reported] == list(range(2, 102))
+    assert reported.statuses() == ["created"] * 5 + ["failed"] * 95
+    assert {o.error for o in reported[5:]} == {KEY_REFUSED}
+
+
+async def test_a_cancelled_caller_still_gets_every_row_its_line(ledger):
+    gate = asyncio.Event()
+    sender = ScriptedSender(slow(gate), concurrency=2)
+    reported = Reported()
+    task = asyncio.create_task(
+        deliver(RowFeed(in_chunks(rows(25))), sender, ledger, SETTINGS, reported)
+    )
+    while len(sender.posts) < 2:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [o.row for o in reported] == list(range(2, 27))
+    assert all(o.status is Status.FAILED for o in reported)
+    assert ledger.stats()[EntryState.SENDING] == 2  # the two in flight: in doubt
+
+
+async def test_an_interruption_before_the_start_sends_nothing(ledger):
+    interruption = Interruption()
+    interruption.drain()
+    sender = ScriptedSender()
+    reported, interrupted = await run(sender, rows(12), ledger, interruption=interruption)
+    assert interrupted and sender.posts == []
+    assert reported.statuses() == ["failed"] * 12

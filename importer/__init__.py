@@ -2,10 +2,56 @@
 
 The pipeline has five stages, each a module of its own:
 
-    read (read.py) -> map (mapper.py, mapping.py, payload.py) -> resolve (resolve.py)
-        -> send (send.py) -> report (report.py)
+    read (read) -> map (mapper, mapping, payload, decide) -> resolve (resolve)
+        -> send (send; delivery, the exactly-once engine) -> report (report)
 
 `importer.pipeline` wires them; `importer.cli` is a thin command line over the pipeline.
+The names below are the library's public face; everything else may change.
+
+    from importer import RunOptions, load_mapping, run_import
+    summary = run_import(RunOptions(input_path=..., mapping=load_mapping(...), ...))
 """
 
 __version__ = "0.1.0"
+
+from importer.delivery import Interruption
+from importer.errors import AuthError, ConfigError, ImporterError, InputError, MappingError
+from importer.mapping import Mapping, load_mapping
+from importer.pipeline import (
+    RunOptions,
+    default_ledger_path,
+    refresh_contact_index,
+    retry_failed,
+    retry_failed_async,
+    run_import,
+    run_import_async,
+)
+from importer.records import Outcome, Status
+from importer.report import Summary
+from importer.send import SenderSettings
+from importer.undo import Deletion, undo_run
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "Deletion",
+    "ImporterError",
+    "InputError",
+    "Interruption",
+    "Mapping",
+    "MappingError",
+    "Outcome",
+    "RunOptions",
+    "SenderSettings",
+    "Status",
+    "Summary",
+    "__version__",
+    "default_ledger_path",
+    "load_mapping",
+    "refresh_contact_index",
+    "retry_failed",
+    "retry_failed_async",
+    "run_import",
+    "run_import_async",
+    "undo_run",
+]

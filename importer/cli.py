@@ -41,7 +41,7 @@ from importer.pipeline import (
 )
 from importer.ratelimit import DEFAULT_RATE, parse_rate
 from importer.read import SourceOptions, SourceTable, open_table
-from importer.report import Summary
+from importer.report import Summary, write_summary_json
 from importer.send import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, SenderSettings
 from importer.starter import starter_mapping
 from importer.undo import created_lines, failed_rows, undo_run
@@ -145,6 +145,22 @@ def _api_key() -> str:
 
 
 def _run(args: argparse.Namespace, *, only_rows: frozenset[int] | None = None) -> int:
+    try:
+        return _run_checked(args, only_rows)
+    except ImporterError as error:
+        if args.summary_json:  # no stale summary from an earlier run may survive this one
+            _write_failed_summary(Path(args.summary_json), args, error)
+        raise
+
+
+def _write_failed_summary(path: Path, args: argparse.Namespace, error: ImporterError) -> None:
+    summary = Summary(dry_run=args.dry_run, error=str(error))
+    summary.finish()
+    with contextlib.suppress(ImporterError):
+        write_summary_json(summary, path)
+
+
+def _run_checked(args: argparse.Namespace, only_rows: frozenset[int] | None) -> int:
     mapping = load_mapping(args.mapping)
     input_path = Path(args.input)
     results = Path(args.results) if args.results else _default_results_path(input_path)

@@ -162,6 +162,9 @@ async def run_import_async(options: RunOptions) -> Summary:
     except ImporterError as error:
         summary.error = str(error)
         raise
+    except asyncio.CancelledError:
+        summary.interrupted = True
+        raise
     finally:
         summary.finish()
         if options.summary_json is not None:

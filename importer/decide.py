@@ -48,6 +48,7 @@ def decide_columns(chunk: MappedChunk) -> OutcomeBlock:
         errors=errors,
         warnings=dict(chunk.warnings),
         values=values,
+        keys=chunk.keys,
     )
 
 
@@ -55,6 +56,7 @@ def decide_rows(chunk: MappedChunk) -> list[Outcome]:
     """`decide_columns`, row by row, with a payload for each valid row: what sending needs."""
     block = decide_columns(chunk)
     contacts = chunk.contacts.to_pylist()
+    keys = chunk.keys.to_pylist() if chunk.keys is not None else [""] * len(chunk)
     contact_ids = pa.array(block.contact_ids).to_pylist()  # an arrow array already: no copy
     valid = [i for i, status in enumerate(block.statuses) if status is Status.VALID]
     bodies = dict(zip(valid, chunk.bodies(valid), strict=True))
@@ -64,6 +66,7 @@ def decide_rows(chunk: MappedChunk) -> list[Outcome]:
             row=chunk.rows[i],
             status=status,
             contact=contacts[i],
+            key=keys[i],
             error=block.errors[i],
             warnings=list(block.warnings.get(i, ())),
         )

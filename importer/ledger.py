@@ -88,6 +88,36 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Small by design: only entries left in `sending` are in it.
         "CREATE INDEX entries_sending ON entries (key) WHERE state = 'sending'",
     ),
+    (  # rows with a source key (`key:`): see importer/key_records.py
+        """
+        CREATE TABLE records (
+            account TEXT NOT NULL,
+            source TEXT NOT NULL,
+            key TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('new', 'live', 'gone', 'deleted')),
+            contact TEXT NOT NULL DEFAULT '',
+            contact_id INTEGER,
+            activity_id TEXT,
+            content_hash TEXT NOT NULL DEFAULT '',
+            body_json TEXT NOT NULL DEFAULT '',
+            pending TEXT CHECK (pending IN ('create', 'update', 'move', 'delete')),
+            pending_contact_id INTEGER,
+            pending_json TEXT,
+            pending_hash TEXT,
+            marked_at TEXT,
+            previous_contact_id INTEGER,
+            previous_activity_id TEXT,
+            previous_json TEXT,
+            last_change TEXT,
+            run_id TEXT,
+            row INTEGER,
+            input_name TEXT,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (account, source, key)
+        )
+        """,
+        "CREATE INDEX records_activity ON records (account, activity_id)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)  # stored in the file as PRAGMA user_version
 
@@ -222,6 +252,11 @@ class Ledger:
         self._db = connection
         self._lock_fd: int | None = lock_fd
         self._results: dict[str, tuple[Any, ...]] = {}
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open SQLite connection, for the ledger's companion tables (`key_records`)."""
+        return self._db
 
     # -- opening and closing ------------------------------------------------------------
 

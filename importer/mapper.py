@@ -75,6 +75,7 @@ class Mapper:
         contacts, contact_errors = self._contacts(trimmed, n)
         skipped = self._skip_reasons(trimmed, n)
         problems = _Problems(skipped)
+        keys = self._keys(trimmed, problems) if self.mapping.key else None
         if READ_ERROR_COLUMN in frame:
             read_errors = frame[READ_ERROR_COLUMN].to_numpy()
             problems.errors_at({pos: read_errors[pos] for pos in np.flatnonzero(read_errors != "")})
@@ -107,6 +108,7 @@ class Mapper:
             skipped=skipped,
             errors=problems.errors,
             warnings=problems.warnings,
+            keys=keys,
         )
 
     # -- per field, vectorised ------------------------------------------------------------
@@ -164,6 +166,24 @@ class Mapper:
                     problems[key] = f"contact id ('{key}') is not a Givebutter contact id"
                     problems[key] += " (a number)"
         return keys, _reasons_by_value(keys, problems)
+
+    def source_keys(self, frame: pd.DataFrame) -> list[str]:
+        """The non-blank source keys of a chunk's rows (`key:`), without mapping the rest."""
+        trimmed = {col: _trim(_text(frame[col])) for col in self.mapping.key}
+        keys = self._keys(trimmed, _Problems([""] * len(frame)))
+        return [key for key in keys.to_pylist() if key]
+
+    def _keys(self, trimmed: dict[str, pa.Array], problems: _Problems) -> pa.Array:
+        """Each row's source key: its key column, or its key columns joined by " | "; a row
+        with a blank part has none (and is invalid)."""
+        parts = [trimmed[column] for column in self.mapping.key]
+        blank = pc.equal(parts[0], "")
+        for part in parts[1:]:
+            blank = pc.or_(blank, pc.equal(part, ""))
+        named = " + ".join(self.mapping.key)
+        problems.errors_at(dict.fromkeys(_positions(blank).tolist(), f"key ({named}) is blank"))
+        keys = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, " | ")
+        return pc.if_else(blank, "", keys)
 
     def _skip_reasons(self, trimmed: dict[str, pa.Array], n: int) -> list[str]:
         reasons = [""] * n

@@ -246,6 +246,9 @@ class Mapping(_Strict):
     """A whole mapping file."""
 
     source: SourceSpec = SourceSpec()
+    key: list[str] = []
+    """The source record's own id: a column, or several that together name one record.
+    With a key, a row is its record: new → created, changed → updated, same → unchanged."""
     contact: ContactSpec
     activity: ActivitySpec
     skip: list[SkipRule] = []
@@ -255,9 +258,25 @@ class Mapping(_Strict):
     def _none_is_empty(cls, value: Any) -> Any:
         return [] if value is None else value
 
+    @field_validator("key", mode="before")
+    @classmethod
+    def _one_column_or_several(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("key")
+    @classmethod
+    def _distinct_columns(cls, value: list[str]) -> list[str]:
+        if any(not column.strip() for column in value):
+            raise ValueError("a key column name is blank")
+        if len(set(value)) != len(value):
+            raise ValueError("the key names a column twice")
+        return value
+
     def columns(self) -> list[str]:
         """Every input column the mapping reads, in the order first named."""
-        names = [col for _, col in self.contact.lookups()]
+        names = [*self.key, *(col for _, col in self.contact.lookups())]
         for spec in self.activity.fields().values():
             names.extend(spec.columns())
         names.extend(rule.column for rule in self.skip)

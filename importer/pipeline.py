@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,11 @@ from typing import Any, TypeVar
 import aiohttp
 
 from importer.decide import decide_rows
-from importer.delivery import DeliverySettings, Interruption, RowFeed, deliver
+from importer.delivery import DeliverySettings, FailureLimit, Interruption, RowFeed, deliver
 from importer.dry_run import chunks_to_take, dry_run_in_thread, dry_run_resolving
 from importer.errors import ConfigError, ImporterError
-from importer.ledger import Ledger
+from importer.key_records import KeyRecords
+from importer.ledger import Ledger, normalise_base_url
 from importer.mapper import Mapper
 from importer.mapping import Mapping, check_columns
 from importer.ratelimit import NoticeCallback
@@ -38,7 +40,10 @@ from importer.records import Outcome
 from importer.report import Reporter, ResultsWriter, Summary, write_summary_json
 from importer.resolve import DEFAULT_MAX_AGE, ContactResolver, resolve_contacts
 from importer.send import Sender, SenderSettings, api_session, check_base_url
+from importer.sync_run import DeleteLimit, keys_to_delete
 from importer.undo import failed_rows
+
+DEFAULT_SOURCE = "default"
 
 
 def default_ledger_path() -> Path:
@@ -77,6 +82,11 @@ class RunOptions:
     resolve: bool = False  # in a dry run, look contacts up (a read: needs the key)
     contacts_index: Path | None = None  # None: beside the ledger (in memory without one)
     contacts_max_age: float = DEFAULT_MAX_AGE  # seconds an index is reused
+    source: str = ""  # with `key:`: the stream of files the keys belong to; "" = "default"
+    recreate_deleted: bool = False  # a keyed row whose activity was deleted is created again
+    delete_missing: bool = False  # with `key:`: delete the activities of keys not in the input
+    max_delete: DeleteLimit = field(default_factory=DeleteLimit)  # ...but never more than this
+    max_failures: FailureLimit | None = None  # take no more rows after this many failed
     interruption: Interruption | None = None  # lets a caller stop the run (ctrl-c)
     on_start: Callable[[SourceTable], None] | None = None  # called once the header is read
     on_progress: Callable[[int], None] | None = None  # rows decided since the last call
@@ -173,8 +183,13 @@ async def run_import_async(options: RunOptions) -> Summary:
 
 
 async def _run(table: SourceTable, mapper: Mapper, report: Reporter, options: RunOptions) -> None:
+    # A dry run with a ledger at hand says what a run would do (`would create`, ...).
+    reads_ledger = options.dry_run and options.ledger is not None and options.ledger.exists()
     if options.dry_run and not options.resolve:
-        await dry_run_in_thread(table, mapper, report, options.only_rows)
+        if reads_ledger:
+            await _deliver(table, mapper, report, options, None, None)
+        else:
+            await dry_run_in_thread(table, mapper, report, options.only_rows)
         return
     async with api_session(
         options.sender,
@@ -188,10 +203,10 @@ async def _run(table: SourceTable, mapper: Mapper, report: Reporter, options: Ru
             max_age=options.contacts_max_age,
             on_notice=options.on_notice,
         )
-        if options.dry_run:
+        if options.dry_run and not reads_ledger:
             await dry_run_resolving(table, mapper, report, options.only_rows, resolver)
         else:
-            await _send(table, mapper, report, options, sender, resolver)
+            await _deliver(table, mapper, report, options, sender, resolver)
 
 
 def _open_checked(options: RunOptions) -> SourceTable:
@@ -220,25 +235,35 @@ def _check_send_settings(options: RunOptions) -> None:
         raise ConfigError("no API key was given: a run that sends (or resolves) needs one")
 
 
-async def _send(
+async def _deliver(
     table: SourceTable,
     mapper: Mapper,
     report: Reporter,
     options: RunOptions,
-    sender: Sender,
-    resolver: ContactResolver,
+    sender: Sender | None,
+    resolver: ContactResolver | None,
 ) -> None:
     chunks = (decide_rows(mapper.map_columns(c)) for c in chunks_to_take(table, options.only_rows))
 
     async def resolve(outcomes: list[Outcome]) -> None:
-        await resolve_contacts(outcomes, resolver)
+        if resolver is not None:
+            await resolve_contacts(outcomes, resolver)
 
-    settings = DeliverySettings(
-        base_url=options.sender.base_url,
-        input_name=options.input_path.name,
-        allow_duplicates=options.allow_duplicates,
-    )
     with _opened_ledger(options.ledger) as ledger:
+        settings = DeliverySettings(
+            base_url=options.sender.base_url,
+            input_name=options.input_path.name,
+            allow_duplicates=options.allow_duplicates,
+            source=options.source or DEFAULT_SOURCE,
+            run_id=time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}",
+            recreate_deleted=options.recreate_deleted,
+            max_failures=options.max_failures,
+            dry_run=options.dry_run,
+        )
+        if options.delete_missing and ledger is not None and options.mapping.key:
+            records = KeyRecords(ledger, normalise_base_url(settings.base_url), settings.source, "")
+            missing = keys_to_delete(table.chunks(), mapper, records, options.max_delete)
+            settings = dataclasses.replace(settings, deletions=missing)
         try:
             report.summary.interrupted = await deliver(
                 RowFeed(chunks, resolve),

@@ -17,6 +17,15 @@ INTERRUPTED_IN_FLIGHT = "interrupted"  # its request was abandoned: it may have 
 KEY_REFUSED = "not sent: the API refused the key"
 
 
+class Change(StrEnum):
+    """What a request does to a row's activity."""
+
+    CREATE = "create"
+    UPDATE = "update"  # PUT the row's content onto its activity
+    MOVE = "move"  # its contact changed: delete the old activity, create one on the new
+    DELETE = "delete"  # its key left the source (delete-missing)
+
+
 class Status(StrEnum):
     """What became of one input row; exactly one per row, in the results CSV."""
 
@@ -25,6 +34,17 @@ class Status(StrEnum):
     INVALID = "invalid"  # the row cannot become a valid request
     SKIPPED = "skipped"  # left out on purpose (a skip rule, or already imported)
     FAILED = "failed"  # sent, and the API refused it or never answered
+    # With a source key (`key:` in the mapping), a row is a record that may have changed:
+    UPDATED = "updated"  # its activity was changed in place (PUT)
+    UNCHANGED = "unchanged"  # the same as last sent: no request
+    MOVED = "moved"  # its contact changed: the old activity deleted, a new one created
+    DELETED = "deleted"  # its key left the source (--delete-missing): activity deleted
+    # A dry run that reads the ledger says what the real run would do:
+    WOULD_CREATE = "would create"
+    WOULD_UPDATE = "would update"
+    WOULD_MOVE = "would move"
+    WOULD_DELETE = "would delete"
+    ALREADY_IMPORTED = "already imported"
 
 
 @dataclass(slots=True)
@@ -55,6 +75,7 @@ class MappedChunk:
     skipped: list[str]  # "" or the skip rule that matched
     errors: dict[int, list[str]]  # position -> reasons (never a skipped position)
     warnings: dict[int, list[str]]  # position -> warnings (never a skipped position)
+    keys: pa.Array | None = None  # text: each row's source key (`key:`), "" where blank
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -103,6 +124,8 @@ class SendResult:
     # Some try's effect is unknown (a timeout, a dropped connection, a 5xx): if FAILED,
     # the activity may exist all the same; if CREATED, a retry may have made a duplicate.
     ambiguous: bool = False
+    gone: bool = False  # an update found no activity (404): someone deleted it in Givebutter
+    unsupported: bool = False  # the API does not take this kind of request (405, 422 on PUT)
 
 
 @dataclass(slots=True)
@@ -113,6 +136,7 @@ class Outcome:
     status: Status
     contact: str = ""
     contact_id: int | None = None
+    key: str = ""  # the source record's own id (`key:` in the mapping), if any
     found_by: str = ""  # which key found the contact: id, email or external_id
     payload: ActivityPayload | None = None
     http_status: int | None = None
@@ -132,7 +156,7 @@ class OutcomeBlock:
     from. A dry run makes one per chunk without a per-row object; a sending run makes one
     from the `Outcome`s it decided (`of`)."""
 
-    rows: list[int]
+    rows: list[int | None]  # None: a line for no input row (a key deleted from the source)
     statuses: list[Status]
     contacts: Cells  # str
     contact_ids: Cells  # int | None
@@ -143,6 +167,7 @@ class OutcomeBlock:
     http_statuses: list[int | None] | None = None  # None: nothing was sent
     activity_ids: list[str] | None = None
     attempts: list[int] | None = None
+    keys: Cells | None = None  # str: source keys, None where the mapping has no `key:`
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -156,8 +181,9 @@ class OutcomeBlock:
             if any(column):
                 values[name] = column
         return cls(
-            rows=[o.row for o in outcomes],
+            rows=[o.row or None for o in outcomes],
             statuses=[o.status for o in outcomes],
+            keys=[o.key for o in outcomes],
             contacts=[o.contact for o in outcomes],
             contact_ids=[o.contact_id for o in outcomes],
             found_by=[o.found_by for o in outcomes],

@@ -32,6 +32,7 @@ from importer.records import Cells, Outcome, OutcomeBlock, Status
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "row",
+    "key",
     "contact",
     "contact_id",
     "found_by",
@@ -126,6 +127,7 @@ def _table(block: OutcomeBlock) -> pa.Table:
     n = len(block)
     blank = [""] * n
     text = {
+        "key": block.keys if block.keys is not None else blank,
         "contact": block.contacts,
         "activity_id": block.activity_ids or blank,
         "error": block.errors,
@@ -185,6 +187,11 @@ def _joined(warnings: dict[int, list[str]], n: int) -> list[str]:
     return cells
 
 
+# The statuses every summary counts, even at 0; the others (a sync's, a dry run's with a
+# ledger) appear when some row has them.
+ALWAYS_COUNTED = (Status.CREATED, Status.VALID, Status.INVALID, Status.SKIPPED, Status.FAILED)
+
+
 @dataclass
 class Summary:
     """Counts and timings of one run; what the CLI prints and `--summary-json` writes."""
@@ -239,7 +246,11 @@ class Summary:
         return {
             "dry_run": self.dry_run,
             "rows": self.rows,
-            "counts": {s.value: self.counts[s.value] for s in Status},
+            "counts": {
+                s.value: self.counts[s.value]
+                for s in Status
+                if s in ALWAYS_COUNTED or self.counts[s.value]
+            },
             "top_reasons": [{"reason": r, "rows": n} for r, n in self.reasons.most_common(5)],
             "started_at": _iso(self.started),
             "finished_at": _iso(self.finished) if self.finished else None,

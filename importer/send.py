@@ -46,7 +46,7 @@ from importer import __version__, recover
 from importer.errors import AuthError, ConfigError, ImporterError
 from importer.payload import ActivityPayload
 from importer.ratelimit import DEFAULT_RATE_PER_SECOND, NoticeCallback, RateLimit
-from importer.records import INTERRUPTED_IN_FLIGHT, KEY_REFUSED, SendResult, Status
+from importer.records import INTERRUPTED_IN_FLIGHT, KEY_REFUSED, Change, SendResult, Status
 from importer.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.givebutter.com/v1"
@@ -146,6 +146,10 @@ class SendJob:
     contact_id: int
     payload: ActivityPayload
     body: dict[str, Any] | None = None  # `payload.to_body()`, when the caller made it already
+    change: Change = Change.CREATE
+    activity_id: str | None = None  # the activity to update, or (move, delete) to delete
+    old_contact_id: int | None = None  # move, delete: the contact the old activity is on
+    found_id: str | None = None  # move: the new activity, already found on the server
 
 
 @dataclass(slots=True)
@@ -349,7 +353,13 @@ class Sender:
         while (job := await run.take()) is not None:
             exchange = _Exchange()
             try:
-                result = await self._create(job.contact_id, job.payload, exchange, job.body)
+                if job.change is Change.CREATE:
+                    result = await self._create(job.contact_id, job.payload, exchange, job.body)
+                else:
+                    from importer.changes import perform_change  # it builds on this module
+
+                    exchange.sending = True  # a change stopped midway may have been made
+                    result = await perform_change(self, job)
             except asyncio.CancelledError:
                 on_result(job, exchange.stopped(run.stop_reason))
                 raise
@@ -591,12 +601,12 @@ def _send_result(answer: ApiResponse, scrub: Callable[[str], str]) -> SendResult
         status=Status.FAILED,
         http_status=answer.status,
         attempts=answer.attempts,
-        error=scrub(_failure_reason(answer) + (MAY_EXIST if answer.ambiguous else "")),
+        error=scrub(failure_reason(answer) + (MAY_EXIST if answer.ambiguous else "")),
         ambiguous=answer.ambiguous,
     )
 
 
-def _failure_reason(answer: ApiResponse) -> str:
+def failure_reason(answer: ApiResponse) -> str:
     if 300 <= answer.status < 400:
         where = answer.headers.get("Location", "elsewhere")
         reason = f"{_status_words(answer.status)}: redirect to {where} not followed"

@@ -25,3 +25,15 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     with sandbox_in_thread(SandboxSettings(limits=())) as running:
         monkeypatch.setenv("GIVEBUTTER_API_KEY", running.api_key)
         yield running
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _home_is_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test writes into the real home folder: the default ledger, its contact index and
+    anything else under $HOME or $XDG_DATA_HOME land in a temporary folder (subprocesses
+    inherit it)."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        patch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+        yield

@@ -17,8 +17,9 @@ def read_back(path):
 
 
 def test_columns_hold_the_outcome_and_the_payload_fields():
-    assert RESULT_COLUMNS[:9] == (
+    assert RESULT_COLUMNS[:10] == (
         "row",
+        "key",
         "contact",
         "contact_id",
         "found_by",

@@ -240,3 +240,14 @@ def test_init_guesses_a_mapping_that_checks_and_runs(tmp_path, capsys):
     assert "Phone Call: phone_call" in text and "%m/%d/%Y %I:%M %p" in text
     code, results = dry_run(tmp_path, SAMPLE_FILES["donor-crm-activities"], mapping)
     assert code == 1 and sum(r["status"] == "valid" for r in rows_of(results)) > 250
+
+
+def test_the_results_contact_column_holds_the_cell_as_written(tmp_path):
+    data = write(tmp_path / "in.csv", "GB,Email,Type\n10001,,note\n, Ann@Example.org ,note\n")
+    mapping = write(tmp_path / "m.yaml", "contact: {id: GB, email: Email}\nactivity: {type: Type}\n")
+    code, results = dry_run(tmp_path, data, mapping)
+    assert code == 0
+    assert [(r["contact"], r["found_by"]) for r in rows_of(results)] == [
+        ("10001", "id"),
+        ("Ann@Example.org", ""),  # trimmed, not yet looked up (a plain dry run)
+    ]

@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -268,14 +268,35 @@ def _sandbox_if_asked(args: argparse.Namespace) -> Iterator[Sandbox | None]:
         yield sandbox
 
 
-class _Progress:
-    """A tqdm bar on stderr, shown only on a terminal and only for runs that take a while."""
+PROGRESS_INTERVAL = 30.0  # seconds between progress lines when stderr is not a terminal
 
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+
+class _Progress:
+    """Progress on stderr: on a terminal, a tqdm bar for runs that take a while; elsewhere
+    (a log, cron mail, a pipe) a line every `interval` seconds with the rows done, the rate
+    and the time left, so that a long run is never silent."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        on_terminal = sys.stderr.isatty()
+        self.enabled = enabled and on_terminal
+        self.lines = enabled and not on_terminal
+        self.interval = PROGRESS_INTERVAL if interval is None else interval
+        self.clock = clock
         self.bar: tqdm | None = None
+        self.total: int | None = None
+        self.done = 0
+        self.started = self.next_line = 0.0
 
     def start(self, table: SourceTable) -> None:
+        self.total, self.done = table.rows_hint, 0
+        self.started = self.clock()
+        self.next_line = self.started + self.interval
         if self.enabled:
             self.bar = tqdm(
                 total=table.rows_hint,
@@ -289,6 +310,19 @@ class _Progress:
     def advance(self, rows: int) -> None:
         if self.bar is not None:
             self.bar.update(rows)
+        self.done += rows
+        if self.lines and (now := self.clock()) >= self.next_line:
+            self.next_line = now + self.interval
+            _say(self.line(now - self.started))
+
+    def line(self, seconds: float) -> str:
+        """`progress: 12,000 of about 100,000 rows in 30 s (400 rows/s), about 3 min 15 s left`."""
+        rate = self.done / seconds if seconds > 0 else 0.0
+        of = f" of about {self.total:,}" if self.total else ""
+        said = f"progress: {self.done:,}{of} rows in {_duration(seconds)} ({rate:,.0f} rows/s)"
+        if self.total and rate > 0 and self.done < self.total:
+            said += f", about {_duration((self.total - self.done) / rate)} left"
+        return said
 
     def notice(self, line: str) -> None:
         if self.bar is not None:
@@ -302,6 +336,17 @@ class _Progress:
     def __exit__(self, *exc_info: object) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
 
 
 # -- check and init ------------------------------------------------------------------------

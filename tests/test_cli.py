@@ -244,7 +244,9 @@ def test_init_guesses_a_mapping_that_checks_and_runs(tmp_path, capsys):
 
 def test_the_results_contact_column_holds_the_cell_as_written(tmp_path):
     data = write(tmp_path / "in.csv", "GB,Email,Type\n10001,,note\n, Ann@Example.org ,note\n")
-    mapping = write(tmp_path / "m.yaml", "contact: {id: GB, email: Email}\nactivity: {type: Type}\n")
+    mapping = write(
+        tmp_path / "m.yaml", "contact: {id: GB, email: Email}\nactivity: {type: Type}\n"
+    )
     code, results = dry_run(tmp_path, data, mapping)
     assert code == 0
     assert [(r["contact"], r["found_by"]) for r in rows_of(results)] == [

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from importer import __version__
 from importer.delivery import Interruption
 from importer.errors import ConfigError, ImporterError
-from importer.mapping import check_columns, load_mapping
+from importer.fit import check_fit
+from importer.mapping import load_mapping
 from importer.pipeline import (
     RunOptions,
     contacts_index_beside,
@@ -367,8 +368,13 @@ def _check(args: argparse.Namespace) -> int:
             header_row=source.header_row,
         ),
     )
-    check_columns(mapping, table.columns)
-    print(f"{args.mapping}: the mapping is valid and fits {args.input} ({_describe(table)})")
+    fit = check_fit(mapping, table)
+    for warning in fit.warnings:
+        _say(f"{PROG}: warning: {args.mapping}: {warning}")
+    print(
+        f"{args.mapping}: the mapping is valid and fits {args.input} "
+        f"({_describe(table)}, {fit.rows:,} rows)"
+    )
     return 0
 
 

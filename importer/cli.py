@@ -31,6 +31,7 @@ from importer import __version__
 from importer.delivery import Interruption
 from importer.errors import ConfigError, ImporterError
 from importer.fit import check_fit
+from importer.layout import find_layout
 from importer.mapping import load_mapping
 from importer.pipeline import (
     RunOptions,
@@ -385,8 +386,14 @@ def _describe(table: SourceTable) -> str:
 
 
 def _init(args: argparse.Namespace) -> int:
-    table = open_table(Path(args.input), SourceOptions(chunk_rows=1000))
-    print(starter_mapping(table), end="")
+    if args.header_row is not None and args.header_row < 1:
+        raise ConfigError("--header-row must be 1 or more")
+    path = Path(args.input)
+    layout = find_layout(path, sheet=args.sheet, header_row=args.header_row)
+    options = SourceOptions(chunk_rows=1000, sheet=layout.sheet, header_row=layout.header_row)
+    table = open_table(path, options)
+    print(starter_mapping(table, layout), end="")
+    _say(f"{PROG} init: {args.input}: {layout.describe()}")
     return 0
 
 
@@ -438,6 +445,12 @@ def _parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="print a starter mapping guessed from INPUT")
     init.add_argument("input", metavar="INPUT")
+    init.add_argument(
+        "--sheet", help="the workbook's sheet, by name or position from 0 (default: found)"
+    )
+    init.add_argument(
+        "--header-row", type=int, metavar="N", help="the header's row number (default: found)"
+    )
     init.set_defaults(command=_init)
 
     retry = commands.add_parser("retry", help="send again the rows that failed in a run")

@@ -184,8 +184,12 @@ def _filled(sample: pd.DataFrame, column: str) -> list[str]:
 def _share(cells: list[str], test: object, *, dates: bool = False) -> float:
     if not cells:
         return 0.0
-    if dates:
-        return float(_parsed_dates(cells, guess_date_formats(cells)[0]).notna().mean())
+    if dates:  # a number alone ("3185") reads as a year in ISO 8601, but is not a date
+        worded = [c for c in cells if not c.isdigit()]
+        if not worded:
+            return 0.0
+        read = _readable_dates(worded, guess_date_formats(worded)[0]).sum()
+        return float(read) / len(cells)
     assert callable(test)
     return sum(1 for c in cells if test(c)) / len(cells)
 
@@ -202,18 +206,20 @@ for _kind, _words in TYPE_WORDS.items():
     for _word in _words:
         _WHOLE.setdefault(_word, _kind)
         _WORDS.append((_word, _kind))
-_WORDS.sort(key=lambda pair: -len(pair[0]))  # "e mail" before "mail", "text message" first
 
 
 def guess_type(value: str) -> ActivityType | None:
-    """The Givebutter type a value from an export means (`Anruf` → phone_call), or None."""
+    """The Givebutter type a value from an export means (`Anruf` → phone_call), or None:
+    the value whole, else the word it contains that comes first (the longest, among
+    words starting there: `E-Mail versendet` is an email, `Task/Other` a task)."""
     name = normalize(value)
     if name.replace(" ", "_") in {t.value for t in ActivityType}:
         return ActivityType(name.replace(" ", "_"))
     if name in _WHOLE:
         return _WHOLE[name]
     words = f" {name} "
-    return next((kind for word, kind in _WORDS if f" {word} " in words), None)
+    found = [(words.find(f" {w} "), -len(w), kind) for w, kind in _WORDS if f" {w} " in words]
+    return min(found)[2] if found else None
 
 
 def type_confidence(value: str) -> str:
@@ -259,7 +265,7 @@ def guess_date_formats(
     read one way (`13/05/2024`), else `day_first`, else month first."""
     cells = [c for c in cells if c]
     bare = bool(cells) and not any(_TIME_OF_DAY.search(c) for c in cells)
-    if not cells or _parsed_dates(cells, []).notna().all():
+    if not cells or _readable_dates(cells, []).all():
         return [], bare
     # Cells that only one order can read vote for it (a stray bad cell is outvoted).
     day_votes = month_votes = 0
@@ -282,16 +288,19 @@ def guess_date_formats(
     return found[:3], bare
 
 
-def _parsed_dates(cells: list[str], formats: list[str]) -> pd.Series:
-    """The cells read as the mapper would: each format in turn, then ISO 8601."""
+def _readable_dates(cells: list[str], formats: list[str]) -> pd.Series:
+    """Which cells the mapper would read as dates: each format in turn, then ISO 8601."""
     series = pd.Series(cells, dtype=object)
-    result = pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
+    result = pd.Series(False, index=series.index)
     for fmt in [*formats, "ISO8601"]:
-        todo = result.isna()
+        todo = ~result
         if not todo.any():
             break
-        read = pd.to_datetime(series[todo], format=fmt, errors="coerce", utc=True)
-        result[todo] = read.dt.tz_localize(None)
+        try:
+            read = pd.to_datetime(series[todo], format=fmt, errors="coerce", utc=True)
+        except (ValueError, OverflowError):  # years pandas cannot hold: not this format
+            continue
+        result[todo] = read.notna()
     return result
 
 
@@ -330,7 +339,7 @@ def starter_mapping(table: SourceTable, layout: Layout | None = None) -> str:
 
 def _q(value: str) -> str:
     """A YAML scalar for value, quoted only when needed."""
-    return yaml.safe_dump(value, default_style=None, width=1000).strip().removesuffix("\n...")
+    return yaml.safe_dump(value, default_style=None, width=1000, allow_unicode=True).strip().removesuffix("\n...")
 
 
 def _layout_lines(layout: Layout | None) -> list[str]:

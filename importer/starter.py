@@ -339,7 +339,8 @@ def starter_mapping(table: SourceTable, layout: Layout | None = None) -> str:
 
 def _q(value: str) -> str:
     """A YAML scalar for value, quoted only when needed."""
-    return yaml.safe_dump(value, default_style=None, width=1000, allow_unicode=True).strip().removesuffix("\n...")
+    text = yaml.safe_dump(value, default_style=None, width=1000, allow_unicode=True)
+    return text.strip().removesuffix("\n...")
 
 
 def _layout_lines(layout: Layout | None) -> list[str]:

@@ -21,10 +21,8 @@ COMPARED = ("status", "type", "subject", "note", "occurred_at", "timezone")
 
 def dry_run(tmp_path, input_path, mapping_path, name):
     results = tmp_path / f"{name}.csv"
-    main(
-        ["run", str(input_path), "-m", str(mapping_path), "--dry-run", "-q"]
-        + ["--results", str(results)]
-    )
+    args = ["run", str(input_path), "-m", str(mapping_path), "--dry-run", "-q"]
+    main([*args, "--results", str(results)])
     return rows_of(results)
 
 

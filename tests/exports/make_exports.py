@@ -5,15 +5,19 @@
 Seven files shaped like real exports of the CRMs people leave, each beside the mapping a
 person would write for it by hand (`NAME.yaml`, written by hand, not by this script):
 
-| file | shaped like | what makes it hard |
-|---|---|---|
-| salesforce-tasks.csv | Salesforce Data Loader export of Task | camelCase names, ids that are not Givebutter's, a date that falls back to CreatedDate |
-| hubspot-aktivitaeten.xlsx | a German HubSpot export, saved as Excel | a "Hinweise" sheet first, two title rows, German names and values, day-first dates |
-| bloomerang-interactions.csv | Bloomerang interactions | "Mail" is a letter, dates without times or zero padding |
-| donorperfect-contacts.xlsx | a DonorPerfect contact report | three rows above the header (one blank), UPPER_CASE names, Excel date cells |
-| lgl-contact-reports.csv | Little Green Light contact reports | ISO dates without times |
-| neon-activites-fr.csv | a French Neon CRM export | cp1252 and `;`, French names and values, day-first dates, cancelled rows |
-| blackbaud-actions.xlsx | Raiser's Edge NXT actions | two type-like columns (Category is the kind; Action Type is not) |
+- salesforce-tasks.csv: a Salesforce Data Loader export of Task. camelCase names, ids
+  that are not Givebutter's, a date that falls back to CreatedDate.
+- hubspot-aktivitaeten.xlsx: a German HubSpot export saved as Excel. A "Hinweise" sheet
+  first, two title rows, German names and values, day-first dates.
+- bloomerang-interactions.csv: Bloomerang interactions. "Mail" is a letter; dates
+  without times or zero padding.
+- donorperfect-contacts.xlsx: a DonorPerfect contact report. Three rows above the header
+  (one blank), UPPER_CASE names, Excel date cells.
+- lgl-contact-reports.csv: Little Green Light contact reports. ISO dates without times.
+- neon-activites-fr.csv: a French Neon CRM export. cp1252 and `;`, French names and
+  values, day-first dates, cancelled rows.
+- blackbaud-actions.xlsx: Raiser's Edge NXT actions. Two type-like columns (Category is
+  the kind; Action Type is not).
 
 A few rows in each are wrong on purpose (an unknown type, a date that is not one), as in
 real exports. Contacts are the sandbox's seeded ones (ids 10001-11000, emails

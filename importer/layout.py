@@ -14,6 +14,7 @@ A workbook calamine cannot open is left to the reader, which says why.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def find_layout(path: Path, *, sheet: str | None = None, header_row: int | None 
     )
 
 
-def header_row_of(rows: list[list[object]]) -> int | None:
+def header_row_of(rows: Sequence[Sequence[object]]) -> int | None:
     """The 1-based number of the first row that looks like a header, or None."""
     widths = [sum(1 for cell in row if not _blank(cell)) for row in rows]
     for number, row in enumerate(rows, start=1):
@@ -129,7 +130,7 @@ def _named_sheet(path: Path, looks: list[SheetLook], sheet: str) -> SheetLook:
     raise InputError(f"{path}: no sheet {sheet!r}; the sheets are {listed}")
 
 
-def _names(row: list[object]) -> bool:
+def _names(row: Sequence[object]) -> bool:
     """Whether a row's filled cells are at least two, all text (not numbers or dates),
     and all different: what a header row is."""
     cells = [cell for cell in row if not _blank(cell)]

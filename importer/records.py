@@ -132,7 +132,7 @@ Cells = list[Any] | pa.Array
 _KIND_PREFIX = "^(?:" + "|".join(kind for kind in CONTACT_KINDS if kind != "id") + "):"
 
 
-def contact_as_written(keys: Cells) -> Cells:
+def contact_as_written(keys: list[Any] | pa.Array) -> list[Any] | pa.Array:
     """Contact keys as the file wrote them (`email:a@b.org` is shown as `a@b.org`)."""
     if isinstance(keys, list):
         return [re.sub(_KIND_PREFIX, "", key, count=1) for key in keys]

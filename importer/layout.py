@@ -8,8 +8,9 @@ numbers or dates). The chosen sheet is the one with the most rows below its head
 sheet or header row the user named is taken as given.
 
 Only the first rows of each sheet are read (calamine parses each sheet once to count
-them). Delimited text has one table and no sheets: its header is row 1 unless named.
-A workbook calamine cannot open is left to the reader, which says why.
+them), after the reader's checks of the file's bytes (no zip bombs, no encrypted files).
+Delimited text has one table and no sheets: its header is row 1 unless named. A workbook
+calamine cannot open is left to the reader, which says why.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import python_calamine
 
 from importer.errors import InputError
-from importer.read import WORKBOOK_SUFFIXES
+from importer.read import WORKBOOK_SUFFIXES, check_workbook
 
 SCAN_ROWS = 30  # rows of each sheet looked at for the header
 _BELOW = 10  # rows below a candidate header it is compared with
@@ -72,6 +73,9 @@ def find_layout(path: Path, *, sheet: str | None = None, header_row: int | None 
     """The sheet and header row to read `path` by, named or found (see the module)."""
     if path.suffix.lower() not in WORKBOOK_SUFFIXES:
         return Layout(header_row=header_row or 1, named=header_row is not None)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    check_workbook(path)  # refuses zip bombs and encrypted files before calamine sees them
     try:
         looks = _look_at_sheets(path, header_row)
     except (python_calamine.CalamineError, OSError, ValueError):

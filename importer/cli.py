@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,9 @@ from tqdm import tqdm
 from importer import __version__
 from importer.delivery import Interruption
 from importer.errors import ConfigError, ImporterError
-from importer.mapping import check_columns, load_mapping
+from importer.fit import check_fit
+from importer.layout import find_layout
+from importer.mapping import load_mapping
 from importer.pipeline import (
     RunOptions,
     contacts_index_beside,
@@ -268,14 +270,35 @@ def _sandbox_if_asked(args: argparse.Namespace) -> Iterator[Sandbox | None]:
         yield sandbox
 
 
-class _Progress:
-    """A tqdm bar on stderr, shown only on a terminal and only for runs that take a while."""
+PROGRESS_INTERVAL = 30.0  # seconds between progress lines when stderr is not a terminal
 
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+
+class _Progress:
+    """Progress on stderr: on a terminal, a tqdm bar for runs that take a while; elsewhere
+    (a log, cron mail, a pipe) a line every `interval` seconds with the rows done, the rate
+    and the time left, so that a long run is never silent."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        on_terminal = sys.stderr.isatty()
+        self.enabled = enabled and on_terminal
+        self.lines = enabled and not on_terminal
+        self.interval = PROGRESS_INTERVAL if interval is None else interval
+        self.clock = clock
         self.bar: tqdm | None = None
+        self.total: int | None = None
+        self.done = 0
+        self.started = self.next_line = 0.0
 
     def start(self, table: SourceTable) -> None:
+        self.total, self.done = table.rows_hint, 0
+        self.started = self.clock()
+        self.next_line = self.started + self.interval
         if self.enabled:
             self.bar = tqdm(
                 total=table.rows_hint,
@@ -289,6 +312,19 @@ class _Progress:
     def advance(self, rows: int) -> None:
         if self.bar is not None:
             self.bar.update(rows)
+        self.done += rows
+        if self.lines and (now := self.clock()) >= self.next_line:
+            self.next_line = now + self.interval
+            _say(self.line(now - self.started))
+
+    def line(self, seconds: float) -> str:
+        """`progress: 12,000 of about 100,000 rows in 30 s (400 rows/s), about 3 min 15 s left`."""
+        rate = self.done / seconds if seconds > 0 else 0.0
+        of = f" of about {self.total:,}" if self.total else ""
+        said = f"progress: {self.done:,}{of} rows in {_duration(seconds)} ({rate:,.0f} rows/s)"
+        if self.total and rate > 0 and self.done < self.total:
+            said += f", about {_duration((self.total - self.done) / rate)} left"
+        return said
 
     def notice(self, line: str) -> None:
         if self.bar is not None:
@@ -302,6 +338,17 @@ class _Progress:
     def __exit__(self, *exc_info: object) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
 
 
 # -- check and init ------------------------------------------------------------------------
@@ -322,8 +369,13 @@ def _check(args: argparse.Namespace) -> int:
             header_row=source.header_row,
         ),
     )
-    check_columns(mapping, table.columns)
-    print(f"{args.mapping}: the mapping is valid and fits {args.input} ({_describe(table)})")
+    fit = check_fit(mapping, table)
+    for warning in fit.warnings:
+        _say(f"{PROG}: warning: {args.mapping}: {warning}")
+    print(
+        f"{args.mapping}: the mapping is valid and fits {args.input} "
+        f"({_describe(table)}, {fit.rows:,} rows)"
+    )
     return 0
 
 
@@ -334,8 +386,14 @@ def _describe(table: SourceTable) -> str:
 
 
 def _init(args: argparse.Namespace) -> int:
-    table = open_table(Path(args.input), SourceOptions(chunk_rows=1000))
-    print(starter_mapping(table), end="")
+    if args.header_row is not None and args.header_row < 1:
+        raise ConfigError("--header-row must be 1 or more")
+    path = Path(args.input)
+    layout = find_layout(path, sheet=args.sheet, header_row=args.header_row)
+    options = SourceOptions(chunk_rows=1000, sheet=layout.sheet, header_row=layout.header_row)
+    table = open_table(path, options)
+    print(starter_mapping(table, layout), end="")
+    _say(f"{PROG} init: {args.input}: {layout.describe()}")
     return 0
 
 
@@ -387,6 +445,12 @@ def _parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="print a starter mapping guessed from INPUT")
     init.add_argument("input", metavar="INPUT")
+    init.add_argument(
+        "--sheet", help="the workbook's sheet, by name or position from 0 (default: found)"
+    )
+    init.add_argument(
+        "--header-row", type=int, metavar="N", help="the header's row number (default: found)"
+    )
     init.set_defaults(command=_init)
 
     retry = commands.add_parser("retry", help="send again the rows that failed in a run")

@@ -6,6 +6,16 @@ wall-clock time in `zone`: at a daylight-saving change an ambiguous time is read
 of its two instants, and a time that does not exist moves forward to the first that does.
 `iso_text(instants)` writes instants as the payload model writes them.
 
+`read_occurred_at(cells, formats, zone, date_only=...)` is `parse_dates` for the
+`occurred_at` field, which knows calendar days: a cell that is a day rather than a moment
+is placed at noon of that day in `zone`, so that the instant sent (in UTC) falls on the
+same calendar day wherever it is shown within eleven hours of `zone`, and on exactly that
+day in `zone` itself. Which cells are days: with `date_only=True` every cell (a time of day
+written in it is dropped: its day in `zone` counts); with `date_only=None` (the default of
+the mapping) the cells that hold only a date (read by a format without a time of day, or
+ISO 8601 `YYYY-MM-DD`, which is also how the reader gives a date-only Excel cell); with
+`date_only=False` none (midnight, as `parse_dates`).
+
 Everything works a column at a time. pyarrow's `strptime` reads the common case twenty times
 as fast as pandas, but it is lenient ("02/30" becomes March 1st, "24" the year 24), so its
 reading is only trusted where writing it back with the format gives the cell exactly;
@@ -34,16 +44,61 @@ NOT_A_TIME = np.datetime64("NaT", "us")
 
 def parse_dates(cells: pa.Array, formats: Sequence[str], zone: zoneinfo.ZoneInfo) -> np.ndarray:
     """UTC instants (`datetime64[us]`, NaT where no format and not ISO 8601 reads the cell)."""
+    return _read_each(cells, formats, zone)[0]
+
+
+def read_occurred_at(
+    cells: pa.Array, formats: Sequence[str], zone: zoneinfo.ZoneInfo, *, date_only: bool | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """`parse_dates`, with calendar days placed at noon in `zone` (see the module
+    docstring); gives the instants and a mask of the cells read as days."""
+    instants, reader_of = _read_each(cells, formats, zone)
+    if date_only is False:
+        days = np.zeros(len(cells), dtype=bool)
+    elif date_only:
+        days = ~np.isnat(instants)
+    else:
+        date_formats = [i for i, fmt in enumerate(formats) if not _TIME_OF_DAY.search(fmt)]
+        days = np.isin(reader_of, date_formats)
+        by_iso = np.flatnonzero(reader_of == len(formats))
+        if by_iso.size:
+            bare = pc.match_substring_regex(cells.take(pa.array(by_iso)), _BARE_ISO_DATE)
+            days[by_iso] = bare.to_numpy(zero_copy_only=False)
+    if days.any():
+        instants[days] = _noon_of_day(instants[days], zone)
+    return instants, days
+
+
+def _read_each(
+    cells: pa.Array, formats: Sequence[str], zone: zoneinfo.ZoneInfo
+) -> tuple[np.ndarray, np.ndarray]:
+    """UTC instants, and for each cell the position of the reader that read it (the
+    formats in order, then ISO 8601 as `len(formats)`; -1 where none did)."""
     instants = np.full(len(cells), NOT_A_TIME)
+    reader_of = np.full(len(cells), -1, dtype=np.int16)
     todo = np.ones(len(cells), dtype=bool)
-    for reader in [*(_format_reader(fmt) for fmt in formats), _read_iso]:
+    for number, reader in enumerate([*(_format_reader(fmt) for fmt in formats), _read_iso]):
         where = np.flatnonzero(todo)
         if not where.size:
             break
         found = reader(cells.take(where), zone)
         instants[where] = found
-        todo[where] = np.isnat(found)
-    return instants
+        read = ~np.isnat(found)
+        reader_of[where[read]] = number
+        todo[where] = ~read
+    return instants, reader_of
+
+
+# A format that reads a time of day (or an offset, which only a time has).
+_TIME_OF_DAY = re.compile(r"%[HIklMSfpXcTRrzZs]")
+_BARE_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+def _noon_of_day(instants: np.ndarray, zone: zoneinfo.ZoneInfo) -> np.ndarray:
+    """Noon, in `zone`, of the day each UTC instant falls on in `zone`; as UTC instants."""
+    local = pd.Series(instants).dt.tz_localize("UTC").dt.tz_convert(zone).dt.tz_localize(None)
+    noon = (local.dt.normalize() + pd.Timedelta(hours=12)).to_numpy(dtype="datetime64[us]")
+    return _localize(noon, zone)
 
 
 def iso_text(instants: np.ndarray) -> pa.Array:

@@ -23,8 +23,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importer.dates import FIRST_INSTANT, LAST_INSTANT, iso_text, parse_dates
+from importer.dates import FIRST_INSTANT, LAST_INSTANT, iso_text, read_occurred_at
 from importer.mapping import (
+    ELSE_INVALID,
     FieldSpec,
     Mapping,
     check_timezone_name,
@@ -47,6 +48,7 @@ class _Column:
 
     values: pa.Array  # text; "" means blank
     truncated: dict[int, int] | None = None  # position -> original length, where cut
+    errors: dict[int, str] | None = None  # position -> reason (a value `else: invalid` refused)
 
 
 class Mapper:
@@ -62,7 +64,8 @@ class Mapper:
         }
         self._send_null = frozenset(n for n, spec in self._fields.items() if spec.send_null)
         occurred = self._fields.get("occurred_at")
-        self._zone = zoneinfo.ZoneInfo((occurred and occurred.timezone) or "UTC")
+        self._zone_name = (occurred and occurred.timezone) or "UTC"
+        self._zone = zoneinfo.ZoneInfo(self._zone_name)
 
     def map_chunk(self, frame: pd.DataFrame) -> list[MappedRow]:
         """The chunk's rows one by one, each with its payload or its reasons."""
@@ -83,9 +86,13 @@ class Mapper:
         values: dict[str, pa.Array] = {}
         for name, spec in self._fields.items():
             column = self._field(name, spec, trimmed, n)
+            problems.errors_at(column.errors or {})
             if name == "occurred_at":
-                values[name], date_errors = self._occurred_at(column.values)
+                values[name], date_errors, days = self._occurred_at(column.values)
                 problems.errors_at(date_errors)
+                if "timezone" not in self._fields and days.any():
+                    # A calendar day is sent as noon in the mapping's timezone: say which.
+                    values["timezone"] = pc.if_else(pa.array(days), self._zone_name, "")
             else:
                 values[name] = column.values
             for pos, length in (column.truncated or {}).items():
@@ -115,27 +122,34 @@ class Mapper:
 
     def _field(self, name: str, spec: FieldSpec, trimmed: dict[str, pa.Array], n: int) -> _Column:
         values = _source_values(spec, trimmed, n)
+        errors = None
         lookup = self._maps.get(name)
         if lookup:
-            values = _translate(values, lambda cell: lookup.get(normalize_key(cell), cell))
+            values, errors = _apply_map(name, spec, values, lookup)
         if spec.default is not None:
             values = pc.if_else(pc.equal(values, ""), spec.default, values)
         if spec.truncate is None:
-            return _Column(values)
+            return _Column(values, errors=errors)
         lengths = pc.utf8_length(values)
         too_long = pc.greater(lengths, spec.truncate)
         where = _positions(too_long)
         if not where.size:
-            return _Column(values)
+            return _Column(values, errors=errors)
         cut = pc.if_else(too_long, pc.utf8_slice_codeunits(values, 0, spec.truncate), values)
-        return _Column(cut, dict(zip(where.tolist(), lengths.take(where).to_pylist(), strict=True)))
+        lengths_cut = dict(zip(where.tolist(), lengths.take(where).to_pylist(), strict=True))
+        return _Column(cut, lengths_cut, errors)
 
-    def _occurred_at(self, text: pa.Array) -> tuple[pa.Array, dict[int, str]]:
-        """Parse dates with the mapping's formats, then ISO 8601; give them in ISO 8601, UTC."""
+    def _occurred_at(self, text: pa.Array) -> tuple[pa.Array, dict[int, str], np.ndarray]:
+        """Parse dates with the mapping's formats, then ISO 8601; give them in ISO 8601, UTC,
+        with the reasons for cells that are not dates and the mask of calendar days."""
         filled = _positions(pc.not_equal(text, ""))
-        formats = self._fields["occurred_at"].formats or []
+        spec = self._fields["occurred_at"]
+        formats = spec.formats or []
         instants = np.full(len(text), np.datetime64("NaT", "us"))
-        instants[filled] = parse_dates(text.take(filled), formats, self._zone)
+        days = np.zeros(len(text), dtype=bool)
+        instants[filled], days[filled] = read_occurred_at(
+            text.take(filled), formats, self._zone, date_only=spec.date_only
+        )
         errors = {}
         tried = " or ".join([*(f"'{f}'" for f in formats), "ISO 8601"])
         unread = filled[np.isnat(instants[filled])]
@@ -147,7 +161,8 @@ class Mapper:
         for pos, cell in zip(where.tolist(), text.take(where).to_pylist(), strict=True):
             errors[pos] = f"occurred_at ('{cell}') is outside the years 1 to 9999 (in UTC)"
         instants[outside] = np.datetime64("NaT", "us")
-        return iso_text(instants), errors
+        days &= ~np.isnat(instants)
+        return iso_text(instants), errors, days
 
     # -- contact and skip rules, vectorised ----------------------------------------------
 
@@ -159,13 +174,19 @@ class Mapper:
             keyed = values if kind == "id" else pc.binary_join_element_wise(f"{kind}:", values, "")
             keys = pc.if_else(pc.not_equal(values, ""), keyed, keys)
         tried = ", ".join(col for _, col in self.mapping.contact.lookups())
-        problems = {"": f"contact: {tried} {'is' if ',' not in tried else 'are'} blank"}
+        blank = {"": f"contact: {tried} {'is' if ',' not in tried else 'are'} blank"}
+        reasons = _reasons_by_value(keys, blank)
         if self.mapping.contact.id is not None:
-            for key in pc.unique(keys).to_pylist():
-                if key and ":" not in key and not CONTACT_ID_PATTERN.fullmatch(key):
-                    problems[key] = f"contact id ('{key}') is not a Givebutter contact id"
-                    problems[key] += " (a number)"
-        return keys, _reasons_by_value(keys, problems)
+            # Checked in the id column itself (the first key tried), so that an id cell
+            # is never taken for a `kind:value` key.
+            ids = trimmed[self.mapping.contact.id]
+            bad = {
+                key: f"contact id ('{key}') is not a Givebutter contact id (a number)"
+                for key in pc.unique(ids).to_pylist()
+                if key and not CONTACT_ID_PATTERN.fullmatch(key)
+            }
+            reasons.update(_reasons_by_value(ids, bad))
+        return keys, reasons
 
     def source_keys(self, frame: pd.DataFrame) -> list[str]:
         """The non-blank source keys of a chunk's rows (`key:`), without mapping the rest."""
@@ -278,7 +299,41 @@ def _translate(values: pa.Array, translate: Callable[[str], str]) -> pa.Array:
     return pa.array(dictionary, pa.string()).take(encoded.indices)
 
 
+def _apply_map(
+    name: str, spec: FieldSpec, values: pa.Array, lookup: dict[str, str]
+) -> tuple[pa.Array, dict[int, str] | None]:
+    """`map`, then `else` for the values it does not list (blanks are left to `default`);
+    each distinct value is looked up once."""
+    otherwise = spec.else_value()
+    unlisted: list[str] = []
+
+    def translate(cell: str) -> str:
+        found = lookup.get(normalize_key(cell))
+        if found is not None or cell == "":
+            return cell if found is None else found
+        unlisted.append(cell)
+        return cell if otherwise is None else otherwise
+
+    mapped = _translate(values, translate)
+    if spec.else_ != ELSE_INVALID or not unlisted:
+        return mapped, None
+    reasons = {
+        cell: f"{name} ('{cell}') is not one of the map's keys (else: invalid)" for cell in unlisted
+    }
+    return mapped, _reasons_by_value(values, reasons)
+
+
+def _first_filled(columns: list[str], trimmed: dict[str, pa.Array]) -> pa.Array:
+    """Each row's first non-blank cell among `columns`, in order ("" where all are blank)."""
+    values = trimmed[columns[-1]]
+    for column in reversed(columns[:-1]):
+        values = pc.if_else(pc.not_equal(trimmed[column], ""), trimmed[column], values)
+    return values
+
+
 def _source_values(spec: FieldSpec, trimmed: dict[str, pa.Array], n: int) -> pa.Array:
+    if isinstance(spec.column, list):
+        return _first_filled(spec.column, trimmed)
     if spec.column is not None:
         return trimmed[spec.column]
     if spec.value is not None:

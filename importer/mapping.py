@@ -73,30 +73,41 @@ class SourceSpec(_Strict):
         return "\t" if value in {"\\t", "tab"} else value
 
 
+ELSE_KEEP = "keep"  # `else: keep`: a value the map does not list passes through unchanged
+ELSE_INVALID = "invalid"  # `else: invalid`: a value the map does not list makes the row invalid
+
+
 class FieldSpec(_Strict):
     """How one payload field is made from a row.
 
-    Exactly one of `column`, `value` or `template` is the source. Then, in this order:
-    the value is trimmed, looked up in `map`, replaced by `default` when blank, and cut to
+    Exactly one of `column`, `value` or `template` is the source; `column` may name several
+    columns, of which the first non-blank is taken. Then, in this order: the value is
+    trimmed, looked up in `map` (a value the map does not list is kept, replaced by `else`,
+    or an error with `else: invalid`), replaced by `default` when blank, and cut to
     `truncate` characters (the results CSV marks every cut).
     """
 
-    column: str | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    column: str | Annotated[list[str], Field(min_length=1)] | None = None
     value: str | None = None
     template: str | None = None
     default: str | None = None
     map: dict[str, str] | None = None
+    else_: str | None = Field(default=None, alias="else")
     truncate: Annotated[int, Field(ge=1)] | None = None
     send_null: bool = False  # a blank value is sent as null instead of being left out
     # occurred_at only:
     formats: list[str] | None = None
     timezone: str | None = None
+    date_only: bool | None = None  # None: a cell holding only a date is a calendar day
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        # `subject: Subject Line` is short for `subject: {column: Subject Line}`.
-        if isinstance(data, str):
+        # `subject: Subject Line` is short for `subject: {column: Subject Line}`, and
+        # `occurred_at: [ActivityDate, CreatedDate]` for `{column: [...]}`.
+        if isinstance(data, str | list):
             return {"column": data}
         return data
 
@@ -109,6 +120,8 @@ class FieldSpec(_Strict):
             raise ValueError("give one of column, value, template (or at least a default)")
         if self.template is not None and not template_columns(self.template):
             raise ValueError("template names no column: write columns as {Column Name}")
+        if self.else_ is not None and self.map is None:
+            raise ValueError("else belongs with a map: it says what a value the map lacks becomes")
         return self
 
     @field_validator("timezone")
@@ -130,15 +143,28 @@ class FieldSpec(_Strict):
         return {str(k): str(v) for k, v in value.items()}
 
     def columns(self) -> list[str]:
+        if isinstance(self.column, list):
+            return list(self.column)
         if self.column is not None:
             return [self.column]
         if self.template is not None:
             return template_columns(self.template)
         return []
 
+    def column_uses(self, path: str) -> list[tuple[str, str]]:
+        """(key path, column) for each column this spec reads, e.g. `… → column → 2`."""
+        if isinstance(self.column, list):
+            return [(f"{path} → column → {i}", c) for i, c in enumerate(self.column, start=1)]
+        key = "column" if self.column is not None else "template"
+        return [(f"{path} → {key}", column) for column in self.columns()]
+
+    def else_value(self) -> str | None:
+        """The value `else` gives an unlisted value; None for `keep` and `invalid`."""
+        return None if self.else_ in (None, ELSE_KEEP, ELSE_INVALID) else self.else_
+
     def constants(self) -> list[str]:
-        """Every literal value this spec can produce (value, default, map targets)."""
-        found = [v for v in (self.value, self.default) if v is not None]
+        """Every literal value this spec can produce (value, default, else, map targets)."""
+        found = [v for v in (self.value, self.default, self.else_value()) if v is not None]
         return found + list((self.map or {}).values())
 
 
@@ -166,13 +192,13 @@ class ActivitySpec(_Strict):
             check_timezone_name(value)
         return spec
 
-    @model_validator(mode="after")
-    def _date_options_on_occurred_at_only(self) -> ActivitySpec:
-        for name in ("type", "subject", "note", "timezone"):
-            spec = getattr(self, name)
-            if spec is not None and (spec.formats is not None or spec.timezone is not None):
-                raise ValueError(f"{name}: formats and timezone belong to occurred_at only")
-        return self
+    @field_validator("type", "subject", "note", "timezone")
+    @classmethod
+    def _date_options_on_occurred_at_only(cls, spec: FieldSpec | None) -> FieldSpec | None:
+        dated = ("formats", "timezone", "date_only")
+        if spec is not None and any(getattr(spec, key) is not None for key in dated):
+            raise ValueError("formats, timezone and date_only belong to occurred_at only")
+        return spec
 
     def fields(self) -> dict[str, FieldSpec]:
         return {name: spec for name in FIELD_NAMES if (spec := getattr(self, name)) is not None}
@@ -276,11 +302,17 @@ class Mapping(_Strict):
 
     def columns(self) -> list[str]:
         """Every input column the mapping reads, in the order first named."""
-        names = [*self.key, *(col for _, col in self.contact.lookups())]
-        for spec in self.activity.fields().values():
-            names.extend(spec.columns())
-        names.extend(rule.column for rule in self.skip)
-        return list(dict.fromkeys(names))
+        return list(dict.fromkeys(column for _, column in self.column_uses()))
+
+    def column_uses(self) -> list[tuple[str, str]]:
+        """(key path, column) for every place the mapping names a column, in file order:
+        `contact → email`, `activity → subject → template`, `skip → 1 → column`."""
+        uses = [(f"key → {n}", col) for n, col in enumerate(self.key, start=1)]
+        uses += [(f"contact → {kind}", col) for kind, col in self.contact.lookups()]
+        for name, spec in self.activity.fields().items():
+            uses.extend(spec.column_uses(f"activity → {name}"))
+        uses.extend((f"skip → {n} → column", r.column) for n, r in enumerate(self.skip, start=1))
+        return uses
 
 
 def template_columns(template: str) -> list[str]:
@@ -330,32 +362,48 @@ def parse_mapping(text: str | bytes, *, name: str = "mapping") -> Mapping:
 
 def describe_mapping_error(error: ValidationError) -> str:
     """The first problem, located by its path of keys (e.g. `activity → type → map`)."""
-    problems = []
+    problems: dict[str, list[str]] = {}
     for item in error.errors(include_url=False):
-        where = " → ".join(str(p) for p in item["loc"] if p not in _UNION_TAGS)
-        where = where.replace("in_", "in")
+        # List positions count from 1, as the results count skip rules ("skip rule 1").
+        parts = [str(p + 1) if isinstance(p, int) else str(p) for p in item["loc"]]
+        where = " → ".join(p for p in parts if p not in _UNION_TAGS)
+        where = where.replace("in_", "in").replace("else_", "else")
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
         elif item["type"] == "missing":
             msg = "is required"
-        problems.append(f"{where}: {msg}" if where else msg)
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return problems[0] + more
+        elif item["type"] in _WRONG_KIND:
+            msg = _WRONG_KIND[item["type"]]
+        problems.setdefault(where, []).append(msg)
+    # A key that may be text or a list (`column`) fails once for each: say both at once.
+    described = [
+        f"{where}: {' or '.join(dict.fromkeys(msgs))}" if where else msgs[0]
+        for where, msgs in problems.items()
+    ]
+    more = f" (and {len(described) - 1} more)" if len(described) > 1 else ""
+    return described[0] + more
 
 
-_UNION_TAGS = {"str", "int", "function-before[_shorthand(), FieldSpec]"}
+_WRONG_KIND = {
+    "string_type": "should be text",
+    "list_type": "should be a list",
+    "too_short": "should list at least one item",
+    "model_type": "should be a column name or keys such as {column: ...}",
+}
+_UNION_TAGS = {"str", "int", "list[str]", "function-before[_shorthand(), FieldSpec]"}
 
 
 def check_columns(mapping: Mapping, columns: Iterable[str]) -> None:
-    """Raise MappingError if the mapping names a column the input does not have."""
+    """Raise MappingError if the mapping names a column the input does not have; the
+    message names the key to edit (`contact → id: the input has no column 'CHANGE ME'`)."""
     columns = list(columns)
     present = set(columns)
-    missing = [col for col in mapping.columns() if col not in present]
+    missing = [(path, col) for path, col in mapping.column_uses() if col not in present]
     if missing:
-        shown = ", ".join(f"'{c}'" for c in missing)
+        shown = "; ".join(f"{path}: the input has no column '{col}'" for path, col in missing)
         have = ", ".join(f"'{c}'" for c in columns[:20]) + (", ..." if len(columns) > 20 else "")
-        raise MappingError(f"the input has no column {shown} (its columns: {have})")
+        raise MappingError(f"{shown} (its columns: {have})")
 
 
 class _TooManyAliases(Exception):

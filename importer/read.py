@@ -723,6 +723,11 @@ def _open_workbook(path: Path, options: SourceOptions) -> SourceTable:
     )
 
 
+def check_workbook(path: Path) -> None:
+    """InputError unless `path` is safe to give a workbook parser (as `open_table` checks)."""
+    _check_workbook_bytes(path)
+
+
 def _check_workbook_bytes(path: Path) -> None:
     """InputError unless the file's first bytes fit its extension (zip, or OLE for .xls)."""
     source, suffix = str(path), path.suffix.lower()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from importer.mapping import CONTACT_KINDS
 from importer.payload import FIELD_NAMES, ActivityPayload, validate_payload
 
 # Why a row was not sent, or not heard back from, when a run stopped early.
@@ -149,6 +152,16 @@ class Outcome:
 # A column of a block: a Python list, or a pyarrow array (a dry run's, never per row).
 Cells = list[Any] | pa.Array
 
+# The `kind:` the mapper puts before a contact key that is not an id, for the resolver.
+_KIND_PREFIX = "^(?:" + "|".join(kind for kind in CONTACT_KINDS if kind != "id") + "):"
+
+
+def contact_as_written(keys: list[Any] | pa.Array) -> list[Any] | pa.Array:
+    """Contact keys as the file wrote them (`email:a@b.org` is shown as `a@b.org`)."""
+    if isinstance(keys, list):
+        return [re.sub(_KIND_PREFIX, "", key, count=1) for key in keys]
+    return pc.replace_substring_regex(keys, _KIND_PREFIX, "", max_replacements=1)
+
 
 @dataclass(slots=True)
 class OutcomeBlock:
@@ -158,7 +171,7 @@ class OutcomeBlock:
 
     rows: list[int | None]  # None: a line for no input row (a key deleted from the source)
     statuses: list[Status]
-    contacts: Cells  # str
+    contacts: Cells  # str: the key (`kind:value` for non-ids); shown by `contact_as_written`
     contact_ids: Cells  # int | None
     found_by: Cells  # str
     errors: list[str]

@@ -28,7 +28,7 @@ from pyarrow import csv as pa_csv
 
 from importer.errors import ConfigError
 from importer.payload import FIELD_NAMES
-from importer.records import Cells, Outcome, OutcomeBlock, Status
+from importer.records import Cells, Outcome, OutcomeBlock, Status, contact_as_written
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "row",
@@ -128,7 +128,7 @@ def _table(block: OutcomeBlock) -> pa.Table:
     blank = [""] * n
     text = {
         "key": block.keys if block.keys is not None else blank,
-        "contact": block.contacts,
+        "contact": contact_as_written(block.contacts),
         "activity_id": block.activity_ids or blank,
         "error": block.errors,
         "warning": _joined(block.warnings, n),

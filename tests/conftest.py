@@ -1,6 +1,14 @@
-"""Shared paths and fixtures: the repository's folders, a running sandbox, results reading."""
+"""Shared paths and fixtures: the repository's folders, a running sandbox, results reading.
+
+The whole suite runs with `HOME` and `XDG_DATA_HOME` pointing at a temporary folder (the
+autouse, session-wide `_private_home`), so that nothing a test starts — in-process or a
+subprocess, which inherits the environment — writes into the real home folder (the default
+ledger, the contact index). `pytest_sessionfinish` checks the real default data folder
+afterwards and fails the run if it changed.
+"""
 
 import csv
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +19,33 @@ from importer.sandbox import Sandbox, SandboxSettings, sandbox_in_thread
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 MAPPINGS = ROOT / "mappings"
+
+# Read before any fixture changes the environment: where the tool's data would go for real.
+REAL_HOME = Path.home()
+REAL_DATA_DIR = (
+    Path(os.environ.get("XDG_DATA_HOME") or REAL_HOME / ".local" / "share") / "givebutter-import"
+)
+
+
+def data_dir_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each file under `folder` with its size and modification time (empty: no folder)."""
+    if not folder.is_dir():
+        return {}
+    return {
+        str(path): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """HOME and XDG_DATA_HOME in a temporary folder for the whole session."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        patch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+        yield home
 
 
 def rows_of(path: Path) -> list[dict[str, str]]:
@@ -26,14 +61,3 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
         monkeypatch.setenv("GIVEBUTTER_API_KEY", running.api_key)
         yield running
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _home_is_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """No test writes into the real home folder: the default ledger, its contact index and
-    anything else under $HOME or $XDG_DATA_HOME land in a temporary folder (subprocesses
-    inherit it)."""
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HOME", str(home))
-        patch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
-        yield

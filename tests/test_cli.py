@@ -240,3 +240,42 @@ def test_init_guesses_a_mapping_that_checks_and_runs(tmp_path, capsys):
     assert "Phone Call: phone_call" in text and "%m/%d/%Y %I:%M %p" in text
     code, results = dry_run(tmp_path, SAMPLE_FILES["donor-crm-activities"], mapping)
     assert code == 1 and sum(r["status"] == "valid" for r in rows_of(results)) > 250
+
+
+def test_the_results_contact_column_holds_the_cell_as_written(tmp_path):
+    data = write(tmp_path / "in.csv", "GB,Email,Type\n10001,,note\n, Ann@Example.org ,note\n")
+    mapping = write(
+        tmp_path / "m.yaml", "contact: {id: GB, email: Email}\nactivity: {type: Type}\n"
+    )
+    code, results = dry_run(tmp_path, data, mapping)
+    assert code == 0
+    assert [(r["contact"], r["found_by"]) for r in rows_of(results)] == [
+        ("10001", "id"),
+        ("Ann@Example.org", ""),  # trimmed, not yet looked up (a plain dry run)
+    ]
+
+
+def test_check_names_the_key_of_a_column_the_input_lacks(tmp_path, capsys):
+    data = write(tmp_path / "in.csv", "Email,Type\na@b.org,note\n")
+    mapping = write(tmp_path / "m.yaml", "contact: {id: CHANGE ME}\nactivity: {type: Type}\n")
+    assert main(["check", "--mapping", str(mapping), str(data)]) == 2
+    assert "contact → id: the input has no column 'CHANGE ME'" in capsys.readouterr().err
+
+
+def test_check_warns_about_a_field_every_row_leaves_blank(tmp_path, capsys):
+    data = write(
+        tmp_path / "in.csv", "GB,Type,Subject,Notes,Status\n1,note,,x,\n2,email, ,,Cancelled\n"
+    )
+    mapping = write(
+        tmp_path / "m.yaml",
+        "contact: GB\nactivity: {type: Type, subject: Subject, note: Notes}\n"
+        "skip: [{column: Status, equals: Cancelled}]\n",
+    )
+    assert main(["check", "--mapping", str(mapping), str(data)]) == 0
+    captured = capsys.readouterr()
+    assert "fits" in captured.out and "2 rows" in captured.out
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert warnings == [
+        f"givebutter-import: warning: {mapping}: activity → subject: blank in every row "
+        "(column 'Subject')"
+    ]  # Notes is filled in row 2 only, and row 3 is skipped: not all blank

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import importer.layout
 import importer.read
 from importer.cli import main
 from importer.sandbox import SandboxSettings, sandbox_in_thread
@@ -247,6 +248,17 @@ def test_a_workbook_inflating_past_2_gib_in_small_parts_is_refused(
     assert sheet_loads == []
 
 
+def test_init_refuses_a_zip_bomb_before_looking_at_its_sheets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked: list[Path] = []
+    monkeypatch.setattr(importer.layout, "_look_at_sheets", lambda p, _: looked.append(p))
+    path = make_corpus.write_zip_bomb(tmp_path / "bomb.xlsx", expanded=GIB)
+    assert main(["init", str(path)]) == 2
+    assert "refused as a possible zip bomb" in capsys.readouterr().err
+    assert looked == []
+
+
 def test_a_csv_named_xlsx_is_refused_saying_to_name_it_csv(dry_run: Callable[..., Run]) -> None:
     run = dry_run(case("csv-named.xlsx"))
     assert_refused(run, "is text, not a .xlsx workbook: if it is CSV, name it .csv")
@@ -352,11 +364,12 @@ def test_a_plain_number_in_a_workbook_date_column_is_not_read_as_a_date(
     assert run.line(2)["error"] == "occurred_at ('45352') does not match '%m/%d/%Y' or ISO 8601"
 
 
-def test_a_date_formatted_workbook_cell_is_a_date_in_the_mapping_timezone(
+def test_a_date_formatted_workbook_cell_is_a_day_in_the_mapping_timezone(
     dry_run: Callable[..., Run],
 ) -> None:
     run = dry_run(case("serial-dates.xlsx"))
-    assert run.line(3)["occurred_at"] == "2024-03-01T05:00:00Z"  # midnight in New York
+    assert run.line(3)["occurred_at"] == "2024-03-01T17:00:00Z"  # noon in New York
+    assert run.line(3)["timezone"] == "America/New_York"
 
 
 # -- text ---------------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ DATES = BASE + "  type: {value: note}\n  occurred_at: {column: D%s}\n"
         ("2024-03-05T14:30:00Z", "2024-03-05T14:30:00Z"),
         ("2024-03-05T14:30:00+02:00", "2024-03-05T12:30:00Z"),
         ("2024-03-05 14:30", "2024-03-05T14:30:00Z"),
-        ("2024-03-05", "2024-03-05T00:00:00Z"),
+        ("2024-03-05", "2024-03-05T12:00:00Z"),  # a calendar day: noon
     ],
 )
 def test_iso_8601_is_read_by_default_and_naive_times_are_utc(cell, expected):
@@ -153,7 +153,7 @@ def test_formats_are_tried_in_order_then_iso():
     )
     assert [b["occurred_at"] for b in bodies(mapped)] == [
         "2024-03-05T14:30:00Z",
-        "2024-03-05T00:00:00Z",
+        "2024-03-05T12:00:00Z",  # read by a format without a time of day: a calendar day
         "2024-03-06T01:00:00Z",
     ]
 
@@ -344,3 +344,98 @@ def test_whole_and_fractional_seconds_in_one_column_are_written_as_the_model_doe
         for m in moments
     ]
     assert written == [*by_model, ""]
+
+
+# -- calendar days (occurred_at: date_only) --------------------------------------------------
+
+
+def test_a_bare_date_is_noon_of_that_day_in_the_mapping_timezone_and_says_which():
+    # The README's worked example: 03/05/2024 in Chicago (UTC-6 in March, before DST).
+    text = DATES % ", formats: ['%m/%d/%Y %I:%M %p', '%m/%d/%Y'], timezone: America/Chicago"
+    mapped = map_rows(text, {"C": ["1", "2"], "D": ["03/05/2024", "03/05/2024 11:30 PM"]})
+    assert bodies(mapped) == [
+        {"type": "note", "occurred_at": "2024-03-05T18:00:00Z", "timezone": "America/Chicago"},
+        {"type": "note", "occurred_at": "2024-03-06T05:30:00Z"},  # a moment: as before
+    ]
+
+
+def test_noon_falls_on_the_same_day_far_east_and_west_of_utc():
+    for zone, expected in [
+        ("Pacific/Auckland", "2024-03-04T23:00:00Z"),  # UTC+13: noon there is 23:00 the day before
+        ("Pacific/Honolulu", "2024-03-05T22:00:00Z"),  # UTC-10
+    ]:
+        mapped = map_rows(DATES % f", timezone: {zone}", {"C": ["1"], "D": ["2024-03-05"]})
+        assert bodies(mapped)[0]["occurred_at"] == expected
+
+
+def test_date_only_false_keeps_local_midnight():
+    text = DATES % ", timezone: America/Chicago, date_only: false"
+    mapped = map_rows(text, {"C": ["1"], "D": ["2024-03-05"]})
+    assert bodies(mapped) == [{"type": "note", "occurred_at": "2024-03-05T06:00:00Z"}]
+
+
+def test_date_only_true_drops_a_written_time_of_day():
+    text = DATES % ", timezone: Europe/Berlin, date_only: true"
+    mapped = map_rows(text, {"C": ["1", "2"], "D": ["2024-07-01 23:30", "2024-07-02"]})
+    assert [b["occurred_at"] for b in bodies(mapped)] == [
+        "2024-07-01T10:00:00Z",  # noon in Berlin (UTC+2 in July)
+        "2024-07-02T10:00:00Z",
+    ]
+
+
+def test_a_mapped_timezone_field_is_left_as_the_mapping_says():
+    text = DATES % ", timezone: America/Chicago" + "  timezone: {value: America/Denver}\n"
+    mapped = map_rows(text, {"C": ["1"], "D": ["2024-03-05"]})
+    assert bodies(mapped)[0]["timezone"] == "America/Denver"
+
+
+# -- map: else, and a column that falls back to others -----------------------------------
+
+
+MAPPED_TYPE = BASE + "  type:\n    column: T\n    map: {Call: phone_call, Anruf: phone_call}\n"
+
+
+def test_else_gives_every_unlisted_value_one_value():
+    mapped = map_rows(MAPPED_TYPE + "    else: note\n", {"C": ["1", "2"], "T": ["anruf", "Fax"]})
+    assert bodies(mapped) == [{"type": "phone_call"}, {"type": "note"}]
+
+
+def test_else_keep_passes_an_unlisted_value_through_as_without_else():
+    for extra in ("", "    else: keep\n"):
+        mapped = map_rows(MAPPED_TYPE + extra, {"C": ["1", "2"], "T": ["Call", "email"]})
+        assert bodies(mapped) == [{"type": "phone_call"}, {"type": "email"}]
+
+
+def test_else_invalid_makes_an_unlisted_value_an_error_naming_it():
+    text = MAPPED_TYPE + "    else: invalid\n    default: note\n"
+    mapped = map_rows(text, {"C": ["1", "2", "3"], "T": ["Call", "email", ""]})
+    assert bodies(mapped) == [
+        {"type": "phone_call"},
+        ["type ('email') is not one of the map's keys (else: invalid)"],
+        {"type": "note"},  # a blank is not an unlisted value: default applies
+    ]
+
+
+def test_a_list_of_columns_takes_the_first_that_is_not_blank():
+    text = BASE + "  type: {value: note}\n  occurred_at: {column: [ActivityDate, CreatedDate]}\n"
+    mapped = map_rows(
+        text,
+        {
+            "C": ["1", "2", "3"],
+            "ActivityDate": ["2024-03-05 10:00", " ", ""],
+            "CreatedDate": ["2024-01-01T08:00:00Z", "2024-01-02T08:00:00Z", ""],
+        },
+    )
+    assert bodies(mapped) == [
+        {"type": "note", "occurred_at": "2024-03-05T10:00:00Z"},
+        {"type": "note", "occurred_at": "2024-01-02T08:00:00Z"},
+        {"type": "note"},
+    ]
+
+
+def test_an_id_cell_shaped_like_another_key_is_still_checked_as_an_id():
+    text = "contact: {id: I, email: E}\nactivity:\n  type: {value: note}\n"
+    mapped = map_rows(text, {"I": ["email:a@b.org"], "E": ["c@d.org"]})
+    assert mapped[0].errors == [
+        "contact id ('email:a@b.org') is not a Givebutter contact id (a number)"
+    ]

@@ -80,7 +80,9 @@ def test_a_template_without_columns_is_refused():
 
 def test_dates_options_on_another_field_are_refused():
     text = MINIMAL + "  subject: {column: S, formats: ['%Y']}\n"
-    assert "subject: formats and timezone belong to occurred_at only" in error_of(text)
+    assert error_of(text) == (
+        "mapping: activity → subject: formats, timezone and date_only belong to occurred_at only"
+    )
 
 
 def test_a_skip_rule_needs_exactly_one_test():
@@ -120,7 +122,7 @@ def test_columns_the_input_lacks_are_named():
     mapping = parse_mapping("contact: Contact ID\nactivity:\n  type: Kind\n  note: Notes\n")
     with pytest.raises(MappingError) as caught:
         check_columns(mapping, ["Contact ID", "Kind"])
-    assert str(caught.value).startswith("the input has no column 'Notes'")
+    assert str(caught.value).startswith("activity → note → column: the input has no column 'Notes'")
 
 
 def test_template_and_skip_columns_are_checked_too():
@@ -133,3 +135,43 @@ def test_template_and_skip_columns_are_checked_too():
 def test_the_sample_mappings_are_valid():
     for name in ("donor-crm-activities", "salesforce-activities"):
         assert load_mapping(MAPPINGS / f"{name}.yaml").activity.type is not None
+
+
+def test_else_needs_a_map():
+    assert error_of(MINIMAL.replace("{value: note}", "{column: T, else: note}")) == (
+        "mapping: activity → type: else belongs with a map: it says what a value the map lacks "
+        "becomes"
+    )
+
+
+def test_an_else_value_for_type_must_be_an_activity_type():
+    text = MINIMAL.replace("{value: note}", "{column: T, map: {Call: phone_call}, else: fax}")
+    assert "activity → type: 'fax' is not an activity type" in error_of(text)
+
+
+def test_a_column_list_must_name_a_column():
+    text = MINIMAL + "  note: {column: []}\n"
+    assert error_of(text).startswith("mapping: activity → note → column: should be text or")
+
+
+def test_every_column_named_by_a_list_is_checked_with_its_place():
+    mapping = parse_mapping(MINIMAL + "  occurred_at: [ActivityDate, CreatedDate]\n")
+    with pytest.raises(MappingError) as caught:
+        check_columns(mapping, ["Contact ID", "ActivityDate"])
+    assert str(caught.value).startswith(
+        "activity → occurred_at → column → 2: the input has no column 'CreatedDate'"
+    )
+
+
+def test_a_missing_contact_column_names_the_contact_key():
+    mapping = parse_mapping("contact: {id: CHANGE ME}\nactivity:\n  type: {value: note}\n")
+    with pytest.raises(MappingError) as caught:
+        check_columns(mapping, ["Email"])
+    assert str(caught.value).startswith("contact → id: the input has no column 'CHANGE ME'")
+
+
+def test_a_skip_rule_is_named_by_its_number_from_one():
+    mapping = parse_mapping(MINIMAL + "skip:\n  - {column: Status, equals: x}\n")
+    with pytest.raises(MappingError) as caught:
+        check_columns(mapping, ["Contact ID"])
+    assert str(caught.value).startswith("skip → 1 → column: the input has no column 'Status'")

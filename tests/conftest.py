@@ -1,7 +1,7 @@
 """Shared paths and fixtures: the repository's folders, a running sandbox, results reading.
 
-The whole suite runs with `HOME` and `XDG_DATA_HOME` pointing at a temporary folder (the
-autouse, session-wide `_private_home`), so that nothing a test starts — in-process or a
+Every test runs with `HOME` and `XDG_DATA_HOME` pointing at a temporary folder of its own
+(the autouse `_private_home`), so that nothing a test starts — in-process or a
 subprocess, which inherits the environment — writes into the real home folder (the default
 ledger, the contact index). `pytest_sessionfinish` checks the real default data folder
 afterwards and fails the run if it changed.
@@ -38,9 +38,10 @@ def data_dir_state(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """HOME and XDG_DATA_HOME in a temporary folder for the whole session."""
+    """HOME and XDG_DATA_HOME in a temporary folder of the test's own: one test's default
+    ledger is never the next one's."""
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HOME", str(home))

@@ -21,14 +21,12 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
 from importer import __version__
-from importer.delivery import Interruption
+from importer.delivery import FailureLimit, Interruption
 from importer.errors import ConfigError, ImporterError
 from importer.fit import check_fit
 from importer.layout import find_layout
@@ -41,11 +39,13 @@ from importer.pipeline import (
     run_import,
     run_import_async,
 )
+from importer.progress import Progress, say
 from importer.ratelimit import DEFAULT_RATE, parse_rate
 from importer.read import SourceOptions, SourceTable, open_table
 from importer.report import Summary, write_summary_json
 from importer.send import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, SenderSettings
 from importer.starter import starter_mapping
+from importer.sync_run import DeleteLimit
 from importer.undo import created_lines, failed_rows, undo_run
 
 if TYPE_CHECKING:
@@ -65,20 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.command(args))
     except ImporterError as error:
-        _say(f"{PROG}: error: {error}")
+        say(f"{PROG}: error: {error}")
         return error.exit_code
     except KeyboardInterrupt:
-        _say(f"{PROG}: interrupted")
+        say(f"{PROG}: interrupted")
         return 130
     except Exception as error:
         if args.debug:
             traceback.print_exc()
-        _say(f"{PROG}: unexpected error: {type(error).__name__}: {error} (rerun with --debug)")
+        say(f"{PROG}: unexpected error: {type(error).__name__}: {error} (rerun with --debug)")
         return 2
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 # -- run -----------------------------------------------------------------------------------
@@ -87,9 +83,9 @@ def _say(line: str) -> None:
 def _retry(args: argparse.Namespace) -> int:
     failed = failed_rows(Path(args.results_of))
     if not failed:
-        _say(f"{args.results_of}: no failed rows to send again")
+        say(f"{args.results_of}: no failed rows to send again")
         return 0
-    _say(f"sending again the {len(failed):,} rows that failed in {args.results_of}")
+    say(f"sending again the {len(failed):,} rows that failed in {args.results_of}")
     args.dry_run, args.resolve, args.sandbox = False, False, False
     return _run(args, only_rows=frozenset(failed))
 
@@ -97,15 +93,15 @@ def _retry(args: argparse.Namespace) -> int:
 def _undo(args: argparse.Namespace) -> int:
     lines = created_lines(Path(args.results_of))
     if not lines:
-        _say(f"{args.results_of}: no created activities to delete")
+        say(f"{args.results_of}: no created activities to delete")
         return 0
     if args.dry_run:
         for line in lines:
             print(f"row {line.row}: contact {line.contact_id}, activity {line.activity_id}")
-        _say(f"{len(lines):,} activities would be deleted")
+        say(f"{len(lines):,} activities would be deleted")
         return 0
     if not args.yes and not _confirm(f"delete {len(lines):,} activities from Givebutter?"):
-        _say("nothing deleted")
+        say("nothing deleted")
         return 2
     settings = SenderSettings(base_url=_base_url(args), rate=parse_rate(args.rate))
     ledger = None if args.no_ledger else Path(args.ledger) if args.ledger else default_ledger_path()
@@ -113,8 +109,8 @@ def _undo(args: argparse.Namespace) -> int:
     done = asyncio.run(work)
     failed = [d for d in done if not d.deleted]
     for deletion in failed:
-        _say(f"row {deletion.line.row}: not deleted: {deletion.reason}")
-    _say(f"{len(done) - len(failed):,} deleted, {len(failed):,} not deleted")
+        say(f"row {deletion.line.row}: not deleted: {deletion.reason}")
+    say(f"{len(done) - len(failed):,} deleted, {len(failed):,} not deleted")
     return 1 if failed else 0
 
 
@@ -127,7 +123,7 @@ def _confirm(question: str) -> bool:
 def _contacts_refresh(args: argparse.Namespace) -> int:
     settings = SenderSettings(base_url=_base_url(args), rate=parse_rate(args.rate))
     index = contacts_index_beside(Path(args.ledger) if args.ledger else default_ledger_path())
-    work = refresh_contact_index(settings, _api_key(), index, on_notice=_say)
+    work = refresh_contact_index(settings, _api_key(), index, on_notice=say)
     count = asyncio.run(work)
     print(f"contact index {index}: {count:,} contacts")
     return 0
@@ -177,7 +173,7 @@ def _run_checked(args: argparse.Namespace, only_rows: frozenset[int] | None) -> 
             api_key = sandbox.api_key
         elif sends:
             api_key = _api_key()
-        with _Progress(enabled=not args.quiet) as progress:
+        with Progress(enabled=not args.quiet) as progress:
             options = RunOptions(
                 input_path=input_path,
                 mapping=mapping,
@@ -194,14 +190,19 @@ def _run_checked(args: argparse.Namespace, only_rows: frozenset[int] | None) -> 
                 resolve=args.resolve,
                 only_rows=only_rows,
                 allow_duplicates=args.allow_duplicates,
+                source=args.source or Path(args.mapping).stem,
+                recreate_deleted=args.recreate_deleted,
+                delete_missing=args.delete_missing,
+                max_delete=parse_max_delete(args.max_delete),
+                max_failures=parse_max_failures(args.max_failures),
                 on_start=progress.start,
                 on_progress=progress.advance,
                 on_notice=progress.notice,
             )
             summary = _run_with_ctrl_c(options) if sends else run_import(options)
-        _say(summary.text())
+        say(summary.text())
         if sandbox is not None:
-            _say(
+            say(
                 f"sandbox: now holds {sandbox.store.count_activities():,} activities; it lived "
                 "in memory for this run only (`givebutter-import sandbox` runs one that stays)"
             )
@@ -236,6 +237,37 @@ def _run_with_ctrl_c(options: RunOptions) -> Summary:
     return asyncio.run(go())
 
 
+def parse_max_delete(text: str) -> DeleteLimit:
+    count, share = _number_or_share(text, "--max-delete")
+    return DeleteLimit(count=count, share=share)
+
+
+def parse_max_failures(text: str | None) -> FailureLimit | None:
+    if text is None:
+        return None
+    count, share = _number_or_share(text, "--max-failures")
+    if count == 0:
+        raise ConfigError("--max-failures must be at least 1 (or a percentage)")
+    return FailureLimit(count=count, percent=None if share is None else share * 100)
+
+
+def _number_or_share(text: str, option: str) -> tuple[int | None, float | None]:
+    """`N` (a whole number) or `P%` (a share from 0 to 100%) as (N, None) or (None, P/100)."""
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            share = float(value[:-1]) / 100
+            if not 0 <= share <= 1:
+                raise ValueError
+            return None, share
+        count = int(value)
+        if count < 0:
+            raise ValueError
+        return count, None
+    except ValueError:
+        raise ConfigError(f"{option} takes a whole number or a percentage such as 5%") from None
+
+
 def _default_results_path(input_path: Path) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(f"{input_path.stem}-results-{stamp}.csv")
@@ -266,89 +298,8 @@ def _sandbox_if_asked(args: argparse.Namespace) -> Iterator[Sandbox | None]:
     from importer.sandbox import SandboxSettings, sandbox_in_thread
 
     with sandbox_in_thread(SandboxSettings()) as sandbox:
-        _say(f"sandbox: a local stand-in for the Givebutter API is answering at {sandbox.base_url}")
+        say(f"sandbox: a local stand-in for the Givebutter API is answering at {sandbox.base_url}")
         yield sandbox
-
-
-PROGRESS_INTERVAL = 30.0  # seconds between progress lines when stderr is not a terminal
-
-
-class _Progress:
-    """Progress on stderr: on a terminal, a tqdm bar for runs that take a while; elsewhere
-    (a log, cron mail, a pipe) a line every `interval` seconds with the rows done, the rate
-    and the time left, so that a long run is never silent."""
-
-    def __init__(
-        self,
-        *,
-        enabled: bool,
-        interval: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        on_terminal = sys.stderr.isatty()
-        self.enabled = enabled and on_terminal
-        self.lines = enabled and not on_terminal
-        self.interval = PROGRESS_INTERVAL if interval is None else interval
-        self.clock = clock
-        self.bar: tqdm | None = None
-        self.total: int | None = None
-        self.done = 0
-        self.started = self.next_line = 0.0
-
-    def start(self, table: SourceTable) -> None:
-        self.total, self.done = table.rows_hint, 0
-        self.started = self.clock()
-        self.next_line = self.started + self.interval
-        if self.enabled:
-            self.bar = tqdm(
-                total=table.rows_hint,
-                unit="row",
-                delay=2.0,
-                file=sys.stderr,
-                dynamic_ncols=True,
-                smoothing=0.05,
-            )
-
-    def advance(self, rows: int) -> None:
-        if self.bar is not None:
-            self.bar.update(rows)
-        self.done += rows
-        if self.lines and (now := self.clock()) >= self.next_line:
-            self.next_line = now + self.interval
-            _say(self.line(now - self.started))
-
-    def line(self, seconds: float) -> str:
-        """`progress: 12,000 of about 100,000 rows in 30 s (400 rows/s), about 3 min 15 s left`."""
-        rate = self.done / seconds if seconds > 0 else 0.0
-        of = f" of about {self.total:,}" if self.total else ""
-        said = f"progress: {self.done:,}{of} rows in {_duration(seconds)} ({rate:,.0f} rows/s)"
-        if self.total and rate > 0 and self.done < self.total:
-            said += f", about {_duration((self.total - self.done) / rate)} left"
-        return said
-
-    def notice(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            _say(line)
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _duration(seconds: float) -> str:
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    minutes, rest = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
 
 
 # -- check and init ------------------------------------------------------------------------
@@ -371,7 +322,7 @@ def _check(args: argparse.Namespace) -> int:
     )
     fit = check_fit(mapping, table)
     for warning in fit.warnings:
-        _say(f"{PROG}: warning: {args.mapping}: {warning}")
+        say(f"{PROG}: warning: {args.mapping}: {warning}")
     print(
         f"{args.mapping}: the mapping is valid and fits {args.input} "
         f"({_describe(table)}, {fit.rows:,} rows)"
@@ -393,7 +344,7 @@ def _init(args: argparse.Namespace) -> int:
     options = SourceOptions(chunk_rows=1000, sheet=layout.sheet, header_row=layout.header_row)
     table = open_table(path, options)
     print(starter_mapping(table, layout), end="")
-    _say(f"{PROG} init: {args.input}: {layout.describe()}")
+    say(f"{PROG} init: {args.input}: {layout.describe()}")
     return 0
 
 
@@ -527,6 +478,33 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-duplicates",
         action="store_true",
         help="identical rows in one file are separate activities (default: sent once)",
+    )
+    sync = parser.add_argument_group("sync (with key: in the mapping)")
+    sync.add_argument(
+        "--source",
+        metavar="NAME",
+        help="the stream of files the keys belong to (default: the mapping file's name)",
+    )
+    sync.add_argument(
+        "--delete-missing",
+        action="store_true",
+        help="delete the activities of keys this source had that the input no longer has",
+    )
+    sync.add_argument(
+        "--max-delete",
+        metavar="N|P%",
+        default="10%",
+        help="refuse to start if more would be deleted (default 10%% of the known keys)",
+    )
+    sync.add_argument(
+        "--recreate-deleted",
+        action="store_true",
+        help="a row whose activity was deleted in Givebutter is created again",
+    )
+    parser.add_argument(
+        "--max-failures",
+        metavar="N|P%",
+        help="take no more rows once this many (or this share of those sent) have failed",
     )
     parser.add_argument(
         "--contacts-max-age",

@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from importer import cli
-from importer.cli import _Progress, main
+from importer import progress as progress_module
+from importer.cli import main
+from importer.progress import Progress
 from importer.read import SourceTable
 from tests.conftest import MAPPINGS, SAMPLES
 
@@ -29,7 +30,7 @@ def table(rows_hint: int | None) -> SourceTable:
 
 def test_a_line_every_interval_with_rows_rate_and_time_left(capsys):
     clock = Clock()
-    with _Progress(enabled=True, interval=30.0, clock=clock) as progress:
+    with Progress(enabled=True, interval=30.0, clock=clock) as progress:
         progress.start(table(rows_hint=10_000))
         clock.now += 10
         progress.advance(1_000)  # 10 s in: too early for a line
@@ -47,7 +48,7 @@ def test_a_line_every_interval_with_rows_rate_and_time_left(capsys):
 
 def test_without_a_row_count_the_line_has_no_time_left(capsys):
     clock = Clock()
-    progress = _Progress(enabled=True, interval=1.0, clock=clock)
+    progress = Progress(enabled=True, interval=1.0, clock=clock)
     progress.start(table(rows_hint=None))
     clock.now += 2
     progress.advance(400)
@@ -56,7 +57,7 @@ def test_without_a_row_count_the_line_has_no_time_left(capsys):
 
 def test_quiet_means_no_lines(capsys):
     clock = Clock()
-    progress = _Progress(enabled=False, interval=1.0, clock=clock)
+    progress = Progress(enabled=False, interval=1.0, clock=clock)
     progress.start(table(rows_hint=100))
     clock.now += 5
     progress.advance(50)
@@ -64,7 +65,7 @@ def test_quiet_means_no_lines(capsys):
 
 
 def test_a_run_whose_stderr_is_not_a_terminal_says_how_far_it_is(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0.0)  # a line at every block
+    monkeypatch.setattr(progress_module, "PROGRESS_INTERVAL", 0.0)  # a line at every block
     code = main(
         [
             "run",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from importer.records import Change, SendResult, Status
 from importer.send import ApiResponse, RequestFailed, Sender, SendJob, failure_reason
+from importer.sync import GONE
 
 UNSUPPORTED_STATUSES = frozenset({405, 422, 501})
 
@@ -56,8 +57,7 @@ async def _update(sender: Sender, job: SendJob) -> SendResult:
             Status.FAILED,
             http_status=404,
             attempts=answer.attempts,
-            error=f"activity {job.activity_id} was deleted in Givebutter since it was sent; "
-            "not recreated (recreating deleted activities must be asked for)",
+            error=GONE.format(activity=job.activity_id),
             gone=True,
         )
     if answer.status in UNSUPPORTED_STATUSES:

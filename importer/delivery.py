@@ -430,7 +430,7 @@ class _Delivery:
         """Decide every row of the input; admit the valid ones and hand them on in batches."""
         look_up = self.ledger is not None and not await self._in_thread(self.ledger.is_empty)
         while (rows := await feed.next_chunk()) is not None:
-            await self._settle_keyed(rows, look_up)
+            await self._settle_keyed(rows)
             await feed.resolve([outcome for _, outcome in rows])
             while feed.pending:
                 count = min(LOOKUP_GROUP, len(feed.pending))
@@ -471,7 +471,7 @@ class _Delivery:
 
     # -- rows with a source key -----------------------------------------------------------
 
-    async def _settle_keyed(self, rows: list[tuple[int, Outcome]], look_up: bool) -> None:
+    async def _settle_keyed(self, rows: list[tuple[int, Outcome]]) -> None:
         """Before contacts are looked up: a key repeated in the input is invalid; a row whose
         key the ledger knows in this very version is `unchanged` (its contact is known)."""
         keyed = [(seq, o) for seq, o in rows if o.status is Status.VALID and o.key]
@@ -487,7 +487,7 @@ class _Delivery:
                 fresh.append((seq, outcome))
         self.chunk_records = (
             await self._in_thread(self.records.lookup, [o.key for _, o in fresh])
-            if look_up and self.records is not None
+            if self.records is not None
             else {}
         )
         for seq, outcome in fresh:
@@ -644,10 +644,13 @@ class _Delivery:
                 await self._changed.wait()
                 continue
             row = self.ready.popleft()
-            self.in_flight[row.outcome.row] = row
             self._taken += 1
             if len(self.ready) <= self.batch_size // 2:
                 self._room.set()
+            if row.change is Change.UPDATE and self.updates_refused:
+                self.record(row, SendResult(Status.FAILED, error=self.updates_refused))
+                continue
+            self.in_flight[row.outcome.row] = row
             yield row.job()
 
     def on_result(self, job: SendJob, result: SendResult) -> None:

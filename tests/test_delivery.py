@@ -7,7 +7,7 @@ count what "the server" holds after a delivery, a crash, an interruption or a re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -25,76 +25,12 @@ from importer.records import (
     Status,
 )
 from importer.send import MAY_EXIST, SendJob
+from tests.scripted import ScriptedSender
 
 BASE_URL = "http://127.0.0.1:9/v1"
 SETTINGS = DeliverySettings(base_url=BASE_URL, input_name="export.csv")
 
-Answer = Callable[["ScriptedSender", SendJob], Awaitable[SendResult]]
-
-
-class ScriptedSender:
-    """A sender with the real one's contract (`send_all`, `find_activity`) and a server of
-    its own. `answer` decides each POST; the default stores the activity and says so."""
-
-    def __init__(self, answer: Answer | None = None, *, concurrency: int = 4) -> None:
-        self.answer = answer or ScriptedSender.create
-        self.concurrency = concurrency
-        self.server: dict[str, tuple[int, dict]] = {}  # activity id -> (contact, body)
-        self.posts: list[int] = []  # rows, in the order their POSTs went out
-        self.lookups: list[int] = []  # contacts looked through by find_activity
-
-    def store(self, job: SendJob) -> str:
-        activity_id = str(len(self.server) + 1)  # nothing is deleted: ids stay unique
-        self.server[activity_id] = (job.contact_id, job.payload.to_body())
-        return activity_id
-
-    async def create(self, job: SendJob) -> SendResult:
-        return SendResult(status=Status.CREATED, http_status=200, activity_id=self.store(job))
-
-    async def send_all(
-        self, jobs: AsyncIterable[SendJob], on_result: Callable[[SendJob, SendResult], None]
-    ) -> None:
-        source, lock = aiter(jobs), asyncio.Lock()
-
-        async def work() -> None:
-            while True:
-                async with lock:
-                    job = await anext(source, None)
-                if job is None:
-                    return
-                self.posts.append(job.row)
-                try:
-                    result = await self.answer(self, job)
-                except asyncio.CancelledError:
-                    error = INTERRUPTED_IN_FLIGHT + MAY_EXIST
-                    on_result(job, SendResult(Status.FAILED, error=error, ambiguous=True))
-                    raise
-                except AuthError:
-                    on_result(job, SendResult(Status.FAILED, error=KEY_REFUSED))
-                    raise
-                on_result(job, result)
-
-        workers = [asyncio.create_task(work()) for _ in range(self.concurrency)]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-
-    async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None:
-        self.lookups.append(contact_id)
-        body = payload.to_body()
-        found = [i for i, (c, b) in self.server.items() if c == contact_id and b == body]
-        return found[0] if found else None
-
-    def copies(self) -> list[int]:
-        """How many activities the server holds for each distinct (contact, body)."""
-        seen: dict[str, int] = {}
-        for contact, body in self.server.values():
-            key = f"{contact} {sorted(body.items())}"
-            seen[key] = seen.get(key, 0) + 1
-        return sorted(seen.values())
+Answer = Callable[[ScriptedSender, SendJob], Awaitable[SendResult]]
 
 
 def rows(count: int, *, first: int = 2, same: bool = False) -> list[Outcome]:

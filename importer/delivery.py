@@ -31,12 +31,20 @@ import asyncio
 import contextlib
 import itertools
 from collections import Counter, deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from importer.errors import AuthError
+from importer.feed import (
+    FailureLimit,
+    Interruption,
+    OrderedOutcomes,
+    ReportCallback,
+    RowFeed,
+    ToSend,
+)
 from importer.key_records import Begun, KeyRecord, KeyRecords, content_hash
 from importer.ledger import (
     EntryState,
@@ -58,10 +66,7 @@ from importer.records import (
     Status,
 )
 from importer.send import SendJob
-from importer.sync import changed_fields, is_unchanged, plan
-
-ReportCallback = Callable[[list[Outcome]], None]
-ResolveContacts = Callable[[list[Outcome]], Awaitable[None]]
+from importer.sync import LOOKED_FIRST, UNRESOLVED, KeyedRows, deletion
 
 # Each mark and each commit is one fsync. Bigger batches mean fewer of them, but after a
 # kill -9 every row marked and not yet committed must be looked for on the server by the next
@@ -120,165 +125,12 @@ class DeliverySettings:
     be done (`would create`, ...): no request, no ledger write."""
 
 
-@dataclass(frozen=True, slots=True)
-class FailureLimit:
-    """`count` failed rows, or `percent` of the rows sent (judged after `MIN_JUDGED`)."""
-
-    count: int | None = None
-    percent: float | None = None
-
-    def reached(self, failed: int, sent: int) -> bool:
-        if self.count is not None and failed >= self.count:
-            return True
-        return (
-            self.percent is not None and sent >= MIN_JUDGED and failed * 100 >= self.percent * sent
-        )
-
-    def describe(self) -> str:
-        return f"{self.count:,} rows" if self.count is not None else f"{self.percent:g}% of rows"
-
-
-MIN_JUDGED = 20  # rows sent before a percentage of failures is judged
 WOULD = {
     Change.CREATE: Status.WOULD_CREATE,
     Change.UPDATE: Status.WOULD_UPDATE,
     Change.MOVE: Status.WOULD_MOVE,
     Change.DELETE: Status.WOULD_DELETE,
 }
-UNRESOLVED = "contact not looked up in a dry run (add --resolve to look it up)"
-LOOKED_FIRST = "an earlier run may have created it: the real run looks for it first"
-
-
-class Interruption:
-    """A handle for stopping a delivery from outside, as a ctrl-c does in the CLI.
-
-    `drain()` takes no more rows and lets the requests in flight finish, so that no row is
-    left in doubt; `abandon()` stops those too (their rows may have been created). Either
-    way the delivery ends normally, every row with its outcome, and `happened` is True.
-    Safe to call before the delivery starts or after it ends (then it does nothing more).
-    """
-
-    def __init__(self) -> None:
-        self.happened = False
-        self._drain: Callable[[], None] | None = None
-        self._abandon: Callable[[], None] | None = None
-
-    def drain(self) -> None:
-        self.happened = True
-        if self._drain is not None:
-            self._drain()
-
-    def abandon(self) -> None:
-        self.happened = True
-        if self._abandon is not None:
-            self._abandon()
-
-    @contextlib.contextmanager
-    def _attached(self, drain: Callable[[], None], abandon: Callable[[], None]) -> Iterator[None]:
-        self._drain, self._abandon = drain, abandon
-        try:
-            if self.happened:
-                drain()
-            yield
-        finally:
-            self._drain = self._abandon = None
-
-
-class OrderedOutcomes:
-    """Hands outcomes on in input order, holding any that arrive before earlier ones."""
-
-    def __init__(self, sink: ReportCallback) -> None:
-        self._sink = sink
-        self._next = 0
-        self._waiting: dict[int, Outcome] = {}
-
-    def put(self, seq: int, outcome: Outcome) -> None:
-        self.put_many(((seq, outcome),))
-
-    def put_many(self, decided: Iterable[tuple[int, Outcome]]) -> None:
-        """Several outcomes at once: the sink hears once of every row now in order."""
-        waiting = self._waiting
-        for seq, outcome in decided:
-            waiting[seq] = outcome
-        ready = []
-        while self._next in waiting:
-            ready.append(waiting.pop(self._next))
-            self._next += 1
-        if ready:
-            self._sink(ready)
-
-    @property
-    def held(self) -> int:
-        return len(self._waiting)
-
-
-class RowFeed:
-    """The rows of a run, a chunk at a time, decided as far as they can be before sending,
-    each numbered in input order. `resolve`, if given, finds the contacts of a chunk's
-    valid rows before they are sent (rows read on after an interruption are not resolved)."""
-
-    def __init__(
-        self, chunks: Iterable[list[Outcome]], resolve: ResolveContacts | None = None
-    ) -> None:
-        self._chunks = iter(chunks)
-        self._resolve = resolve
-        self._seqs = itertools.count()
-        self.pending: deque[tuple[int, Outcome]] = deque()  # read, not yet taken
-
-    async def next_chunk(self) -> list[tuple[int, Outcome]] | None:
-        """The next chunk's rows, not yet resolved; kept in `pending` until taken."""
-        chunk = next(self._chunks, None)
-        if chunk is None:
-            return None
-        rows = [(next(self._seqs), outcome) for outcome in chunk]
-        self.pending.extend(rows)  # kept there, so an interruption loses no row
-        return rows
-
-    async def resolve(self, outcomes: list[Outcome]) -> None:
-        """Find the contacts of those valid rows that do not have one yet."""
-        if self._resolve is not None:
-            await self._resolve(outcomes)
-
-    def next_seq(self) -> int:
-        """A place in the output after every row read so far (for lines of no input row)."""
-        return next(self._seqs)
-
-    def rest(self) -> Iterator[tuple[int, Outcome]]:
-        """Rows not yet taken: those pending from the current chunk, then the rest."""
-        while self.pending:
-            yield self.pending.popleft()
-        for chunk in self._chunks:
-            yield from ((next(self._seqs), outcome) for outcome in chunk)
-
-
-@dataclass(slots=True)
-class _ToSend:
-    """A valid row on its way: its place in the input, its ledger key and its body, made once."""
-
-    seq: int
-    outcome: Outcome
-    key: str  # the ledger's key: the content's hash, or the source key (`version` set)
-    body: dict[str, Any]  # `payload.to_body()`: what is posted
-    body_json: str  # its canonical JSON: what the ledger keeps
-    version: str = ""  # with a source key: `content_hash` of the contact and body
-    change: Change = Change.CREATE
-    activity_id: str | None = None  # update, move, delete: the existing activity
-    old_contact_id: int | None = None  # move: the contact of the old activity
-    found_id: str | None = None  # move: the new activity, found on the server already
-
-    def job(self) -> SendJob:
-        outcome = self.outcome
-        assert outcome.payload is not None and outcome.contact_id is not None
-        return SendJob(
-            outcome.row,
-            outcome.contact_id,
-            outcome.payload,
-            self.body,
-            change=self.change,
-            activity_id=self.activity_id,
-            old_contact_id=self.old_contact_id,
-            found_id=self.found_id,
-        )
 
 
 async def deliver(
@@ -394,18 +246,22 @@ class _Delivery:
             if ledger is not None
             else None
         )
-        self.chunk_records: dict[str, KeyRecord] = {}  # the current chunk's keys, as known
-        self.prepared: dict[int, _ToSend] = {}  # seq -> keyed rows made ready while settling
-        self.seen_keys: dict[str, int] = {}  # source key -> first row with it, in this run
+        self.keyed = KeyedRows(
+            self.records,
+            recreate_deleted=settings.recreate_deleted,
+            dry_run=settings.dry_run,
+            in_thread=self._in_thread,
+            put=ordered.put,
+            found=self._found_on_server,
+        )
         self.failed = self.sent = 0
         self.gave_up = ""  # why no more rows are taken after too many failures
-        self.updates_refused = ""  # the API said it does not take updates: why
         self.seen: dict[str, int] = {}  # key -> first row with it, in this run
         self.occurrences: Counter[str] = Counter()
-        self.batch: list[_ToSend] = []  # admitted, not yet marked
-        self.marking: list[_ToSend] = []  # being marked `sending` now
-        self.ready: deque[_ToSend] = deque()  # marked, not yet taken by a worker
-        self.in_flight: dict[int, _ToSend] = {}  # row -> taken by a worker, no result yet
+        self.batch: list[ToSend] = []  # admitted, not yet marked
+        self.marking: list[ToSend] = []  # being marked `sending` now
+        self.ready: deque[ToSend] = deque()  # marked, not yet taken by a worker
+        self.in_flight: dict[int, ToSend] = {}  # row -> taken by a worker, no result yet
         # For the ledger at the next commit: the key, the result, the change (keyed rows).
         self.results: list[tuple[str, SendResult, Change | None]] = []
         self.awaiting_commit: list[tuple[int, Outcome]] = []  # reported once committed
@@ -430,14 +286,12 @@ class _Delivery:
         """Decide every row of the input; admit the valid ones and hand them on in batches."""
         look_up = self.ledger is not None and not await self._in_thread(self.ledger.is_empty)
         while (rows := await feed.next_chunk()) is not None:
-            await self._settle_keyed(rows)
+            await self.keyed.settle(rows, self._to_send)
             await feed.resolve([outcome for _, outcome in rows])
             while feed.pending:
                 count = min(LOOKUP_GROUP, len(feed.pending))
                 group = {
-                    seq: self.prepared.pop(seq)
-                    if seq in self.prepared
-                    else self._to_send(seq, outcome)
+                    seq: self.keyed.take_prepared(seq) or self._to_send(seq, outcome)
                     for seq, outcome in itertools.islice(feed.pending, count)
                     if outcome.status is Status.VALID
                 }
@@ -451,7 +305,7 @@ class _Delivery:
                     row = group[seq]
                     try:
                         if row.version:
-                            admitted = await self.admit_keyed(row, sender)
+                            admitted = await self.keyed.admit(row, sender)
                         else:
                             admitted = await self.admit(row, known.get(row.key), sender)
                     except asyncio.CancelledError:
@@ -460,116 +314,37 @@ class _Delivery:
                     if admitted:
                         await self._add_to_batch(row)
         for record in self.settings.deletions:
-            await self._add_to_batch(_deletion(feed.next_seq(), record))
+            await self._add_to_batch(deletion(feed.next_seq(), record))
         if self.batch:
             await self.hand_on()
 
-    async def _add_to_batch(self, row: _ToSend) -> None:
+    async def _add_to_batch(self, row: ToSend) -> None:
         self.batch.append(row)
         if len(self.batch) >= self.batch_size:
             await self.hand_on()
 
-    # -- rows with a source key -----------------------------------------------------------
+    def _found_on_server(self, row: ToSend, activity_id: str) -> None:
+        self.record(row, SendResult(status=Status.CREATED, activity_id=activity_id))
+        row.outcome.warnings.append("an earlier run had created it; found on the server")
 
-    async def _settle_keyed(self, rows: list[tuple[int, Outcome]]) -> None:
-        """Before contacts are looked up: a key repeated in the input is invalid; a row whose
-        key the ledger knows in this very version is `unchanged` (its contact is known)."""
-        keyed = [(seq, o) for seq, o in rows if o.status is Status.VALID and o.key]
-        if not keyed:
-            return
-        fresh = []
-        for seq, outcome in keyed:
-            first = self.seen_keys.setdefault(outcome.key, outcome.row)
-            if first != outcome.row:
-                outcome.status = Status.INVALID
-                outcome.error = f"key {outcome.key} repeats row {first}'s: one row a record"
-            else:
-                fresh.append((seq, outcome))
-        self.chunk_records = (
-            await self._in_thread(self.records.lookup, [o.key for _, o in fresh])
-            if self.records is not None
-            else {}
-        )
-        for seq, outcome in fresh:
-            row = self._to_send(seq, outcome)
-            record = self.chunk_records.get(outcome.key)
-            if is_unchanged(record, row.version):
-                assert record is not None
-                outcome.status, outcome.activity_id = Status.UNCHANGED, record.activity_id
-                outcome.contact_id, outcome.found_by = record.contact_id, "ledger"
-            else:
-                self.prepared[seq] = row
-
-    async def admit_keyed(self, row: _ToSend, sender: ActivitySender) -> bool:
-        """Decide a valid row with a source key: True to send its change."""
-        outcome = row.outcome
-        record = self.chunk_records.get(row.key)
-        if record is not None and record.pending in (Change.CREATE, Change.MOVE):
-            record = await self._look_for_pending(row, record, sender)
-            if record is None:  # found: the earlier run's change is this row's, done
-                return False
-        contact_id = outcome.contact_id
-        if contact_id is None:  # a dry run that did not look contacts up
-            same = record is not None and record.contact == outcome.contact
-            contact_id = (record.contact_id if record is not None and same else None) or -1
-            outcome.warnings.append(UNRESOLVED)
-        decided = plan(
-            record, row.version, contact_id, recreate_deleted=self.settings.recreate_deleted
-        )
-        if decided.refusal or (decided.change is Change.UPDATE and self.updates_refused):
-            outcome.status, outcome.error = Status.FAILED, decided.refusal or self.updates_refused
-            outcome.activity_id = record.activity_id if record else None
-            self.ordered.put(row.seq, outcome)
-            return False
-        assert decided.change is not None  # unchanged rows were settled before
-        row.change, row.activity_id = decided.change, decided.activity_id
-        row.old_contact_id = decided.old_contact_id
-        if record is not None and decided.change is Change.UPDATE:
-            fields = changed_fields(record.body_json, row.body_json)
-            outcome.warnings.append("changed: " + (", ".join(fields) or "the contact as written"))
-        elif record is not None and decided.change is Change.MOVE:
-            outcome.warnings.append(f"contact changed from {record.contact_id}")
-        return True
-
-    async def _look_for_pending(
-        self, row: _ToSend, record: KeyRecord, sender: ActivitySender
-    ) -> KeyRecord | None:
-        """A creation or move an earlier run left under way: look for its new activity on
-        the server. Found: recorded, and None (the row is decided); else the record."""
-        if self.settings.dry_run or record.pending_json is None:
-            row.outcome.warnings.append(LOOKED_FIRST) if self.settings.dry_run else None
-            return record
-        payload = ActivityPayload.model_validate_json(record.pending_json)
-        found = await sender.find_activity(record.pending_contact_id or 0, payload)
-        if found is None:
-            return record
-        if record.pending is Change.MOVE:  # the old one may still be there: delete it
-            row.found_id = found
-            return record
-        outcome = row.outcome
-        outcome.contact_id = record.pending_contact_id
-        self.record(row, SendResult(status=Status.CREATED, activity_id=found))
-        outcome.warnings.append("an earlier run had created it; found on the server")
-        return None
-
-    def _to_send(self, seq: int, outcome: Outcome) -> _ToSend:
+    def _to_send(self, seq: int, outcome: Outcome) -> ToSend:
         assert outcome.payload is not None
         body = outcome.payload.to_body()
         body_json = canonical_body_json(body)
         if outcome.key:  # a record: known by its source key, its content is a version
             version = content_hash(outcome.contact, body_json)
-            return _ToSend(seq, outcome, outcome.key, body, body_json, version)
+            return ToSend(seq, outcome, outcome.key, body, body_json, version)
         if outcome.contact_id is None:  # a dry run that did not look contacts up
-            return _ToSend(seq, outcome, "", body, body_json)
+            return ToSend(seq, outcome, "", body, body_json)
         key = key_of_json(self.settings.base_url, outcome.contact_id, body_json)
         if self.settings.allow_duplicates:
             # The n-th copy in the input is its own activity, on every run alike.
             copy = self.occurrences[key]
             self.occurrences[key] += 1
             key = f"{key}#{copy}" if copy else key
-        return _ToSend(seq, outcome, key, body, body_json)
+        return ToSend(seq, outcome, key, body, body_json)
 
-    async def admit(self, row: _ToSend, entry: LedgerEntry | None, sender: ActivitySender) -> bool:
+    async def admit(self, row: ToSend, entry: LedgerEntry | None, sender: ActivitySender) -> bool:
         """Decide a valid row before sending: True to send it, False if already decided.
         `entry` is what the ledger knew of its key when the run looked."""
         outcome = row.outcome
@@ -647,8 +422,8 @@ class _Delivery:
             self._taken += 1
             if len(self.ready) <= self.batch_size // 2:
                 self._room.set()
-            if row.change is Change.UPDATE and self.updates_refused:
-                self.record(row, SendResult(Status.FAILED, error=self.updates_refused))
+            if row.change is Change.UPDATE and self.keyed.updates_refused:
+                self.record(row, SendResult(Status.FAILED, error=self.keyed.updates_refused))
                 continue
             self.in_flight[row.outcome.row] = row
             yield row.job()
@@ -656,7 +431,7 @@ class _Delivery:
     def on_result(self, job: SendJob, result: SendResult) -> None:
         self.record(self.in_flight.pop(job.row), result)
 
-    def record(self, row: _ToSend, result: SendResult) -> None:
+    def record(self, row: ToSend, result: SendResult) -> None:
         outcome = row.outcome
         outcome.status = result.status
         outcome.http_status = result.http_status
@@ -676,10 +451,10 @@ class _Delivery:
         if len(self.awaiting_commit) >= COMMIT_EVERY:
             self._commit_due.set()
 
-    def _count(self, row: _ToSend, result: SendResult) -> None:
+    def _count(self, row: ToSend, result: SendResult) -> None:
         """Failures, for the failure limit; a refusal of updates, said once."""
-        if result.unsupported and row.change is Change.UPDATE and not self.updates_refused:
-            self.updates_refused = f"not sent: {result.error}"
+        if result.unsupported and row.change is Change.UPDATE and not self.keyed.updates_refused:
+            self.keyed.updates_refused = f"not sent: {result.error}"
             if self.on_notice is not None:
                 self.on_notice(f"{result.error}; rows that changed are not updated")
         self.sent += 1
@@ -772,7 +547,7 @@ class _Delivery:
         assert self.ledger is not None
         return await self._in_thread(self.ledger.lookup, keys) if keys else {}
 
-    def _mark(self, rows: list[_ToSend]) -> None:
+    def _mark(self, rows: list[ToSend]) -> None:
         assert self.ledger is not None and self.records is not None
         name = self.settings.input_name
         self.ledger.mark_sending(
@@ -817,31 +592,6 @@ class _Delivery:
             self.records.gone(key)
         else:
             self.records.fail(key)
-
-
-def _deletion(seq: int, record: KeyRecord) -> _ToSend:
-    """A line for a key that left the source: delete its activity."""
-    payload = ActivityPayload.model_validate_json(record.body_json)
-    outcome = Outcome(
-        row=0,
-        status=Status.VALID,
-        key=record.key,
-        contact=record.contact,
-        contact_id=record.contact_id,
-        found_by="ledger",
-        payload=payload,
-    )
-    outcome.warnings.append(f"the key is no longer in the source (last in row {record.row})")
-    return _ToSend(
-        seq,
-        outcome,
-        record.key,
-        payload.to_body(),
-        record.body_json,
-        record.content_hash or "-",
-        change=Change.DELETE,
-        activity_id=record.activity_id,
-    )
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

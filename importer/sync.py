@@ -19,10 +19,20 @@ A creation or a move left under way by an earlier run is looked for on the serve
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from importer.key_records import KeyRecord, RecordState
-from importer.records import Change
+from importer.feed import ToSend
+from importer.key_records import KeyRecord, KeyRecords, RecordState
+from importer.payload import ActivityPayload
+from importer.records import Change, Outcome, Status
+
+if TYPE_CHECKING:
+    from importer.delivery import ActivitySender
+
+UNRESOLVED = "contact not looked up in a dry run (add --resolve to look it up)"
+LOOKED_FIRST = "an earlier run may have created it: the real run looks for it first"
 
 GONE = (
     "activity {activity} was deleted in Givebutter since it was sent; not recreated "
@@ -76,3 +86,136 @@ def changed_fields(before_json: str, after_json: str) -> list[str]:
     except ValueError:
         return []
     return sorted(name for name in {*before, *after} if before.get(name) != after.get(name))
+
+
+class KeyedRows:
+    """Delivery's side of rows with a source key: a key repeated in the input, a row whose
+    version the ledger knows already (`unchanged`, settled before its contact is looked up),
+    and the plan for the rest. `put` reports a row decided here; `found` records a change an
+    earlier run left under way and this run found on the server."""
+
+    def __init__(
+        self,
+        records: KeyRecords | None,
+        *,
+        recreate_deleted: bool,
+        dry_run: bool,
+        in_thread: Callable[..., Awaitable[Any]],
+        put: Callable[[int, Outcome], None],
+        found: Callable[[ToSend, str], None],
+    ) -> None:
+        self.records = records
+        self.recreate_deleted, self.dry_run = recreate_deleted, dry_run
+        self._in_thread, self._put, self._found = in_thread, put, found
+        self.chunk_records: dict[str, KeyRecord] = {}  # the current chunk's keys, as known
+        self.prepared: dict[int, ToSend] = {}  # seq -> rows made ready while settling
+        self.seen_keys: dict[str, int] = {}  # source key -> first row with it, in this run
+        self.updates_refused = ""  # the API said it does not take updates: why
+
+    async def settle(
+        self, rows: list[tuple[int, Outcome]], to_send: Callable[[int, Outcome], ToSend]
+    ) -> None:
+        """Before contacts are looked up: a key repeated in the input is invalid; a row whose
+        key the ledger knows in this very version is `unchanged` (its contact is known)."""
+        keyed = [(seq, o) for seq, o in rows if o.status is Status.VALID and o.key]
+        if not keyed:
+            return
+        fresh = []
+        for seq, outcome in keyed:
+            first = self.seen_keys.setdefault(outcome.key, outcome.row)
+            if first != outcome.row:
+                outcome.status = Status.INVALID
+                outcome.error = f"key {outcome.key} repeats row {first}'s: one row a record"
+            else:
+                fresh.append((seq, outcome))
+        self.chunk_records = (
+            await self._in_thread(self.records.lookup, [o.key for _, o in fresh])
+            if self.records is not None
+            else {}
+        )
+        for seq, outcome in fresh:
+            row = to_send(seq, outcome)
+            record = self.chunk_records.get(outcome.key)
+            if is_unchanged(record, row.version):
+                assert record is not None
+                outcome.status, outcome.activity_id = Status.UNCHANGED, record.activity_id
+                outcome.contact_id, outcome.found_by = record.contact_id, "ledger"
+            else:
+                self.prepared[seq] = row
+
+    def take_prepared(self, seq: int) -> ToSend | None:
+        """The row `settle` made ready at `seq`, if it did (once)."""
+        return self.prepared.pop(seq) if seq in self.prepared else None
+
+    async def admit(self, row: ToSend, sender: ActivitySender) -> bool:
+        """Decide a valid row with a source key: True to send its change."""
+        outcome = row.outcome
+        record = self.chunk_records.get(row.key)
+        if record is not None and record.pending in (Change.CREATE, Change.MOVE):
+            record = await self._look_for_pending(row, record, sender)
+            if record is None:  # found: the earlier run's change is this row's, done
+                return False
+        contact_id = outcome.contact_id
+        if contact_id is None:  # a dry run that did not look contacts up
+            same = record is not None and record.contact == outcome.contact
+            contact_id = (record.contact_id if record is not None and same else None) or -1
+            outcome.warnings.append(UNRESOLVED)
+        decided = plan(record, row.version, contact_id, recreate_deleted=self.recreate_deleted)
+        if decided.refusal or (decided.change is Change.UPDATE and self.updates_refused):
+            outcome.status, outcome.error = Status.FAILED, decided.refusal or self.updates_refused
+            outcome.activity_id = record.activity_id if record else None
+            self._put(row.seq, outcome)
+            return False
+        assert decided.change is not None  # unchanged rows were settled before
+        row.change, row.activity_id = decided.change, decided.activity_id
+        row.old_contact_id = decided.old_contact_id
+        if record is not None and decided.change is Change.UPDATE:
+            fields = changed_fields(record.body_json, row.body_json)
+            outcome.warnings.append("changed: " + (", ".join(fields) or "the contact as written"))
+        elif record is not None and decided.change is Change.MOVE:
+            outcome.warnings.append(f"contact changed from {record.contact_id}")
+        return True
+
+    async def _look_for_pending(
+        self, row: ToSend, record: KeyRecord, sender: ActivitySender
+    ) -> KeyRecord | None:
+        """A creation or move an earlier run left under way: look for its new activity on
+        the server. Found: recorded, and None (the row is decided); else the record."""
+        if self.dry_run or record.pending_json is None:
+            row.outcome.warnings.append(LOOKED_FIRST) if self.dry_run else None
+            return record
+        payload = ActivityPayload.model_validate_json(record.pending_json)
+        found = await sender.find_activity(record.pending_contact_id or 0, payload)
+        if found is None:
+            return record
+        if record.pending is Change.MOVE:  # the old one may still be there: delete it
+            row.found_id = found
+            return record
+        row.outcome.contact_id = record.pending_contact_id
+        self._found(row, found)
+        return None
+
+
+def deletion(seq: int, record: KeyRecord) -> ToSend:
+    """A line for a key that left the source: delete its activity."""
+    payload = ActivityPayload.model_validate_json(record.body_json)
+    outcome = Outcome(
+        row=0,
+        status=Status.VALID,
+        key=record.key,
+        contact=record.contact,
+        contact_id=record.contact_id,
+        found_by="ledger",
+        payload=payload,
+    )
+    outcome.warnings.append(f"the key is no longer in the source (last in row {record.row})")
+    return ToSend(
+        seq,
+        outcome,
+        record.key,
+        payload.to_body(),
+        record.body_json,
+        record.content_hash or "-",
+        change=Change.DELETE,
+        activity_id=record.activity_id,
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import importer.layout
-import importer.read
+import importer.read.workbook
 from importer.cli import main
 from importer.sandbox import SandboxSettings, sandbox_in_thread
 from tests.hostile import make_corpus
@@ -210,13 +210,13 @@ def test_10000_columns_are_read(dry_run: Callable[..., Run], tmp_path: Path) -> 
 def sheet_loads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every workbook whose sheet the reader asks calamine (or openpyxl) to load."""
     loads: list[Path] = []
-    load = importer.read._load_sheet
+    load = importer.read.workbook._load_sheet
 
-    def counted(path: Path, choice: str | int | None) -> importer.read._Sheet:
+    def counted(path: Path, choice: str | int | None) -> importer.read.workbook._Sheet:
         loads.append(path)
         return load(path, choice)
 
-    monkeypatch.setattr(importer.read, "_load_sheet", counted)
+    monkeypatch.setattr(importer.read.workbook, "_load_sheet", counted)
     return loads
 
 

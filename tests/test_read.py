@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 import python_calamine
 
-import importer.read
+import importer.read.workbook
 from importer.errors import InputError
 from importer.read import READ_ERROR_COLUMN, SourceOptions, SourceTable, open_table
 
@@ -459,7 +459,7 @@ def test_workbook_is_read_by_openpyxl_when_calamine_cannot(
     def refuse(path: Path, choice: str | int | None) -> None:
         raise python_calamine.CalamineError("cannot")
 
-    monkeypatch.setattr(importer.read, "_calamine_sheet", refuse)
+    monkeypatch.setattr(importer.read.workbook, "_calamine_sheet", refuse)
     table = open_table(workbook, SourceOptions(header_row=3))
     assert records(table) == records(open_table(workbook, SourceOptions(header_row=3)))
     assert list(records(table)) == [4, 6]
@@ -541,7 +541,7 @@ def test_date_time_cells_become_text_column_wise_exactly_as_cell_by_cell() -> No
     import datetime as dt
     import random
 
-    from importer.read import _cell_text, _date_times_as_text
+    from importer.read.workbook import _cell_text, _date_times_as_text
 
     rng = random.Random(7)
     stamps = []

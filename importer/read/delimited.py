@@ -18,7 +18,9 @@ of 5 fields, without a line break: was it cut off?").
 Faults the reader only meets mid-file are an InputError raised from `chunks()` naming the
 row or line: a quote that is never closed, a row with so many fields it cannot be a row of
 this table (more than any record in the first MiB has, and more than the header's count
-plus `_SPARE_FIELDS`), bytes that do not decode, a NUL byte. A whitespace-only line is not
+plus `_SPARE_FIELDS`), bytes that do not decode, a NUL byte. A record of the first MiB far
+wider than the header (a line of a million commas) is read apart (`importer.read.wide_rows`)
+so that it does not make every row as wide: it is one row, marked as above. A whitespace-only line is not
 blank: its cells are kept as they are.
 """
 
@@ -29,7 +31,7 @@ import io
 import itertools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +46,7 @@ from importer.encodings import (
     line_at,
 )
 from importer.errors import InputError
-from importer.read import arrow
+from importer.read import arrow, wide_rows
 from importer.read.table import (
     READ_ERROR_COLUMN,
     SourceOptions,
@@ -76,6 +78,7 @@ class DelimitedPlan:
     # Fields of every record when arrow's reader may read the file (see `arrow.read_records`),
     # else None.
     arrow_fields: int | None = None
+    apart: wide_rows.Apart = field(default_factory=wide_rows.Apart)  # records too wide for pandas
 
 
 def open_delimited(path: Path, options: SourceOptions) -> SourceTable:
@@ -106,17 +109,25 @@ def open_delimited(path: Path, options: SourceOptions) -> SourceTable:
         )
     header = records[header_row - 1]
     columns = header_names(header, first_column=0, row=header_row, source=source)
+    widest, apart = wide_rows.read_apart(
+        _sample_records(text, chosen, at_eof=at_eof),
+        header_row=header_row,
+        columns=len(columns),
+        most=wide_rows.most_fields(len(header)),
+    )
     plan = DelimitedPlan(
         path=path,
         encoding=encoding,
         delimiter=chosen,
         columns=columns,
-        # Room for every record of the sample: the parser's first record must fit (pandas
-        # would take extra fields there for an index), and ragged files get spare room.
-        width=max(len(columns) + _SPARE_FIELDS, _widest_record(text, chosen, at_eof=at_eof)),
+        # Room for every record of the sample but those read apart: the parser's first
+        # record must fit (pandas would take extra fields there for an index), and ragged
+        # files get spare room.
+        width=max(len(columns) + _SPARE_FIELDS, widest),
         header_row=header_row,
         chunk_rows=options.chunk_rows,
         cut_after=_cut_after(path, encoding, chosen, len(columns)),
+        apart=apart,
     )
     if arrow.may_read(plan, text):
         plan = replace(plan, arrow_fields=len(header))
@@ -203,17 +214,19 @@ def _complete_records(text: str, delimiter: str, limit: int, *, at_eof: bool) ->
     return records[:limit]
 
 
-def _widest_record(text: str, delimiter: str, *, at_eof: bool) -> int:
-    """The most fields of any record that ends within `text`."""
+def _sample_records(text: str, delimiter: str, *, at_eof: bool) -> Iterator[list[str]]:
+    """The records that certainly end within `text`, one at a time."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"')
-    widths = [0]
+    held = None
     try:
-        widths.extend(len(record) for record in reader)
+        for record in reader:
+            if held is not None:
+                yield held
+            held = record
     except csv.Error:  # a field too long for the csv module: the records before it are whole
-        return max(widths)
-    if not at_eof:
-        widths.pop()  # the last record may run on past the sample
-    return max(widths, default=0)
+        return
+    if at_eof and held is not None:  # else the last record may run on past the sample
+        yield held
 
 
 def _sniff_delimiter(text: str, header_row: int, *, at_eof: bool) -> str:
@@ -240,7 +253,12 @@ def _sniff_delimiter(text: str, header_row: int, *, at_eof: bool) -> str:
 
 def _delimited_chunks(plan: DelimitedPlan) -> Iterator[pd.DataFrame]:
     held = None  # one chunk is held back: the last one's last row may be cut off
-    for raw in _raw_records(plan):
+    raws = _raw_records(plan)
+    if plan.apart.skipped:
+        raws = wide_rows.put_back(
+            raws, plan.apart.rows, width=plan.width, chunk_rows=plan.chunk_rows
+        )
+    for raw in raws:
         chunk = _delimited_chunk(raw, plan)
         if len(chunk):
             if held is not None:
@@ -282,6 +300,8 @@ def _pandas_records(plan: DelimitedPlan, start: int) -> Iterator[pd.DataFrame]:
                     raise _delimited_error(error, plan, file.offset) from None
                 if raw is None:
                     return
+                if plan.apart.skipped:
+                    raw.index = wide_rows.renumber(raw.index, plan.apart.skipped)
                 yield raw.loc[start:] if start else raw
 
 
@@ -311,7 +331,7 @@ def _csv_reader(file: CheckedFile, plan: DelimitedPlan) -> pd.io.parsers.TextFil
         header=None,
         names=range(plan.width),
         index_col=False,
-        skiprows=plan.header_row,
+        skiprows=_skipped_rows(plan),
         skip_blank_lines=False,
         dtype=object,
         na_filter=False,
@@ -321,10 +341,19 @@ def _csv_reader(file: CheckedFile, plan: DelimitedPlan) -> pd.io.parsers.TextFil
     )
 
 
+def _skipped_rows(plan: DelimitedPlan) -> int | set[int]:
+    """What pandas skips: the rows down to the header, and the records read apart."""
+    if not plan.apart.skipped:
+        return plan.header_row
+    return {*range(plan.header_row), *(plan.header_row + r for r in plan.apart.skipped)}
+
+
 def _delimited_chunk(raw: pd.DataFrame, plan: DelimitedPlan) -> pd.DataFrame:
     """A parsed chunk (integer columns, record positions) made into the promised shape."""
     n = len(plan.columns)
     errors = _extra_field_errors([raw[i].to_numpy() for i in raw.columns[n:]], n, len(raw))
+    if plan.apart.rows:
+        wide_rows.mark(errors, raw.index, plan.apart.rows)
     frame = raw.iloc[:, :n]
     frame.columns = plan.columns
     # skiprows counts blank lines and the rows above the header, so positions are exact.

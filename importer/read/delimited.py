@@ -20,8 +20,8 @@ row or line: a quote that is never closed, a row with so many fields it cannot b
 this table (more than any record in the first MiB has, and more than the header's count
 plus `_SPARE_FIELDS`), bytes that do not decode, a NUL byte. A record of the first MiB far
 wider than the header (a line of a million commas) is read apart (`importer.read.wide_rows`)
-so that it does not make every row as wide: it is one row, marked as above. A whitespace-only line is not
-blank: its cells are kept as they are.
+so that it does not make every row as wide: it is one row, marked as above. A
+whitespace-only line is not blank: its cells are kept as they are.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ The package follows the seams of the work:
 
 - `table`: the options, the opened table, and the header's rules, for every format;
 - `delimited`: delimited text: encoding and delimiter detection, pandas' chunked parser,
-  and the hand-over from arrow's reader (`arrow`) at the first irregular record;
+  and the hand-over from arrow's reader (`arrow`) at the first irregular record; records
+  far wider than the header are read apart (`wide_rows`);
 - `workbook`: `.xlsx`, `.xlsm`, `.xls`, `.ods` through calamine (openpyxl as the fallback).
 
 Every failure to read is an `InputError` whose message names the file and what is wrong.

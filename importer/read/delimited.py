@@ -313,7 +313,7 @@ def _mark_cut_off(chunk: pd.DataFrame, plan: DelimitedPlan) -> pd.DataFrame:
     said = f"the file ends in this row, after {plan.cut_after} of {len(plan.columns)} fields, "
     said += "without a line break: was it cut off?"
     chunk.at[row, READ_ERROR_COLUMN] = "; ".join(
-        part for part in (chunk.at[row, READ_ERROR_COLUMN], said) if part
+        str(part) for part in (chunk.at[row, READ_ERROR_COLUMN], said) if part
     )
     return chunk
 
@@ -341,11 +341,11 @@ def _csv_reader(file: CheckedFile, plan: DelimitedPlan) -> pd.io.parsers.TextFil
     )
 
 
-def _skipped_rows(plan: DelimitedPlan) -> int | set[int]:
+def _skipped_rows(plan: DelimitedPlan) -> int | list[int]:
     """What pandas skips: the rows down to the header, and the records read apart."""
     if not plan.apart.skipped:
         return plan.header_row
-    return {*range(plan.header_row), *(plan.header_row + r for r in plan.apart.skipped)}
+    return [*range(plan.header_row), *(plan.header_row + r for r in plan.apart.skipped)]
 
 
 def _delimited_chunk(raw: pd.DataFrame, plan: DelimitedPlan) -> pd.DataFrame:

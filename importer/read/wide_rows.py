@@ -102,7 +102,7 @@ def mark(errors: np.ndarray, index: pd.Index, rows: tuple[RowApart, ...]) -> Non
     """Write the errors of the rows read apart into `errors` (one per record of `index`)."""
     said = {row.record: row.error for row in rows if row.error}
     for position in np.flatnonzero(index.isin(list(said))):
-        errors[position] = said[index[position]]
+        errors[position] = said[index[int(position)]]
 
 
 def _frame(rows: list[RowApart], width: int) -> pd.DataFrame:

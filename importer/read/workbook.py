@@ -252,10 +252,11 @@ def _workbook_chunks(
 
 def _workbook_records(
     numbered: Iterable[tuple[int, Sequence[object]]], n: int, first_column: int, limit: int
-) -> tuple[list[int], list[list[str]], list[str]]:
-    """The next `limit` non-empty rows as text: row numbers, `n` cells each, problems."""
+) -> tuple[list[int], list[list[str | dt.datetime]], list[str]]:
+    """The next `limit` non-empty rows as text (date-times aside: `_workbook_chunks` makes
+    them text a column at a time): row numbers, `n` cells each, problems."""
     numbers: list[int] = []
-    records: list[list[str]] = []
+    records: list[list[str | dt.datetime]] = []
     errors: list[str] = []
     for number, values in numbered:
         # Text cells need nothing; date-times are turned into text a column at a time.

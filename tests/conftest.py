@@ -13,12 +13,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from importer.sandbox import Sandbox, SandboxSettings, sandbox_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 MAPPINGS = ROOT / "mappings"
+
+# Hypothesis profiles: "quick" for every run (each property still sees a few hundred rows
+# of tricky cells), "thorough" on demand:
+#     HYPOTHESIS_PROFILE=thorough pytest tests/test_mapper_properties.py
+_PROPERTY_SETTINGS = {
+    "deadline": None,
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow],
+}
+settings.register_profile("quick", max_examples=60, **_PROPERTY_SETTINGS)
+settings.register_profile("thorough", max_examples=1000, **_PROPERTY_SETTINGS)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 # Read before any fixture changes the environment: where the tool's data would go for real.
 REAL_HOME = Path.home()
@@ -61,4 +74,3 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     with sandbox_in_thread(SandboxSettings(limits=())) as running:
         monkeypatch.setenv("GIVEBUTTER_API_KEY", running.api_key)
         yield running
-

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from importer.cli import main
 from importer.sandbox import Sandbox, SandboxSettings, sandbox_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +61,27 @@ def _private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("HOME", str(home))
         patch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
         yield home
+
+
+def run_cli(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    input_path: Path,
+    mapping: Path | str,
+    *extra: str,
+    results: str = "r.csv",
+) -> int:
+    """`givebutter-import run` in-process, as the end-to-end tests run it: against
+    `sandbox` at 500/s, the ledger (`ledger.sqlite`) and the results (replaced if there)
+    in `tmp_path`, quiet; `extra` arguments last. `mapping` is a mapping file, or a
+    mapping's YAML text (written to `tmp_path / "m.yaml"`). Gives the exit code."""
+    if isinstance(mapping, str):
+        text, mapping = mapping, tmp_path / "m.yaml"
+        mapping.write_text(text, encoding="utf-8")
+    argv = ["run", str(input_path), "-m", str(mapping), "--base-url", sandbox.base_url]
+    argv += ["--rate", "500/s", "--ledger", str(tmp_path / "ledger.sqlite")]
+    argv += ["--results", str(tmp_path / results), "--force", "-q", *extra]
+    return main(argv)
 
 
 def rows_of(path: Path) -> list[dict[str, str]]:

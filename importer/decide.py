@@ -40,7 +40,7 @@ def decide_columns(chunk: MappedChunk) -> OutcomeBlock:
     ids = [given_contact_id(key) for key in distinct.to_pylist()]
     contact_ids = pa.array(ids, pa.int64()).take(pc.index_in(keys, value_set=distinct))
     return OutcomeBlock(
-        rows=chunk.rows,
+        rows=[*chunk.rows],  # a list of int | None (a line may be for no input row)
         statuses=statuses,
         contacts=chunk.contacts,
         contact_ids=contact_ids,

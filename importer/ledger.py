@@ -61,6 +61,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from importer.errors import ConfigError
 from importer.payload import ActivityPayload
+from importer.private_files import ensure_private_file, make_private_folders
 
 _T = TypeVar("_T")
 _LOOKUP_CHUNK = 500  # well under SQLite's limit on parameters per statement
@@ -269,7 +270,7 @@ class Ledger:
         """
         path = Path(path)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_folders(path.parent)
         except OSError as error:
             raise ConfigError(f"cannot create {path.parent}: {error.strerror or error}") from None
         lock_fd = _acquire_lock(path, wait=wait)
@@ -484,15 +485,7 @@ def _read_holder(fd: int) -> str:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating 0600) the SQLite file, set WAL and FULL sync, migrate the schema."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass  # an existing ledger keeps the mode its owner gave it
-    except OSError as error:
-        raise ConfigError(f"cannot create {path}: {error.strerror or error}") from None
-    else:
-        os.fchmod(fd, 0o600)  # SQLite gives its -wal and -shm files this same mode
-        os.close(fd)
+    ensure_private_file(path)  # SQLite gives its -wal and -shm files this same mode
     # isolation_level=None: no implicit transactions; each write says BEGIN and COMMIT.
     # check_same_thread=False: a run calls it from a thread of its own (one call at a time).
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -81,7 +81,9 @@ class Mapper:
         keys = self._keys(trimmed, problems) if self.mapping.key else None
         if READ_ERROR_COLUMN in frame:
             read_errors = frame[READ_ERROR_COLUMN].to_numpy()
-            problems.errors_at({pos: read_errors[pos] for pos in np.flatnonzero(read_errors != "")})
+            problems.errors_at(
+                {int(at): read_errors[at] for at in np.flatnonzero(read_errors != "")}
+            )
         problems.errors_at(contact_errors)
         values: dict[str, pa.Array] = {}
         for name, spec in self._fields.items():

@@ -5,8 +5,9 @@ What `RateLimit` promises:
 - **No bursts.** Successive grants of `acquire()` are at least `1 / rate` seconds apart (by
   the event loop's clock). So in any window of W seconds, [t, t + W), at most
   ceil(W * rate) requests start: 480/min never lets a 481st request start within 60 s,
-  nor a 9th within one second. (aiolimiter's `AsyncLimiter(480, 60)` would let 480 go at
-  once; a bucket of one, which is what this is, cannot.)
+  nor a 9th within one second. The spacing is aiolimiter's leaky bucket holding one
+  request, `AsyncLimiter(1, 1 / rate)`: `AsyncLimiter(480, 60)` would let 480 go at once
+  (a bucket of N lets N go together), a bucket of one cannot.
 - **Pauses are for everyone.** `pause_for()` / `pause_until()` hold back every waiter
   until the pause ends; a longer pause set while waiting is honoured.
 - **It only gets slower by itself.** `slow_down()` lowers the rate for the rest of the
@@ -25,8 +26,17 @@ cannot know about other programs using the same key, and network jitter can brin
 requests to the server closer together than they left; that is why the default rate is a
 little under the documented 500/min. It counts nothing on the server's behalf.
 
+How it is built: the steady spacing at the run's own rate is the bucket's; everything
+adaptive is this module's, on top: before a request takes its turn in the bucket it waits
+out any pause and any spacing the headers ask for, and if a pause came while it waited in
+the bucket it waits again and takes a fresh turn (so the grant is always a turn of the
+bucket). aiolimiter cannot change a bucket's rate (its rate is fixed when it is built), so
+a slow-down builds a new bucket, and holds the next request back until one new interval
+after the last grant, which the new, empty bucket does not know of.
+
 It prints nothing: changes of pace are told to `on_notice` as one plain line.
-The clock and the sleep are injectable so tests run on virtual time.
+The bucket reads the running loop's clock (`loop.time()`), so tests run on virtual time by
+giving the loop a virtual clock; `clock` and `sleep`, when given, must keep the same time.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
+from aiolimiter import AsyncLimiter
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from importer.errors import ConfigError
@@ -106,7 +117,8 @@ class RateLimit:
         sleep: Sleep | None = None,
     ) -> None:
         """`rate` in requests per second. `clock` defaults to the running loop's time and
-        `sleep` to `asyncio.sleep`; both are read only when needed, never at construction."""
+        `sleep` to `asyncio.sleep`; both are read only when needed, never at construction
+        (nor is the loop: the bucket finds it at its first use)."""
         if not rate > 0:
             raise ConfigError("the rate must be a positive number of requests per second")
         self._rate = float(rate)
@@ -114,7 +126,9 @@ class RateLimit:
         self._clock = clock
         self._sleep = sleep or asyncio.sleep
         self._lock = asyncio.Lock()
+        self._bucket = AsyncLimiter(1, 1 / self._rate)
         self._last_grant = -math.inf
+        self._held_until = -math.inf  # after a slow-down: the new bucket's first turn
         self._paused_until = -math.inf
         self._header_interval = 0.0  # spacing asked for by X-RateLimit-* headers...
         self._header_until = -math.inf  # ...until this loop time
@@ -143,15 +157,27 @@ class RateLimit:
     async def acquire(self) -> float:
         """Wait for this request's turn: no pause in force, and one interval since the last.
         Gives the loop time of the grant (pass it back to `observe_response`)."""
-        async with self._lock:
+        async with self._lock:  # first come, first served, one at a time at the bucket
             while True:
+                await self._wait_until_ready()
+                await self._bucket.acquire()
                 now = self.now()
-                ready_at = max(self._last_grant + self._interval(now), self._paused_until)
-                if ready_at <= now:
+                if self._ready_at(now) <= now:  # no pause came while it waited its turn
                     break
-                await self._sleep(ready_at - now)
             self._last_grant = now
             return now
+
+    async def _wait_until_ready(self) -> None:
+        while (ready_at := self._ready_at(now := self.now())) > now:
+            await self._sleep(ready_at - now)
+
+    def _ready_at(self, now: float) -> float:
+        """When the adaptive layer lets the next request go: after any pause, the spacing
+        the headers ask for, and a slow-down's hold."""
+        ready_at = max(self._paused_until, self._held_until)
+        if self._header_until > now:
+            ready_at = max(ready_at, self._last_grant + self._header_interval)
+        return ready_at
 
     def pause_until(self, when: float, reason: str = "") -> None:
         """Hold back every request until loop time `when` (never shortens a pause)."""
@@ -178,6 +204,8 @@ class RateLimit:
         if slower >= self._rate:
             return
         self._rate = slower
+        self._bucket = AsyncLimiter(1, 1 / slower)
+        self._held_until = self._last_grant + 1 / slower
         because = f" ({reason})" if reason else ""
         self._notice(f"slowing to {describe_rate(slower)} for the rest of the run{because}")
 
@@ -222,12 +250,6 @@ class RateLimit:
                 f"the API allows {int(remaining)} more requests in the next"
                 f" {_seconds(until_reset)}: slowing to {describe_rate(1 / interval)} until then"
             )
-
-    def _interval(self, now: float) -> float:
-        interval = 1 / self._rate
-        if self._header_until > now:
-            interval = max(interval, self._header_interval)
-        return interval
 
     def _notice(self, line: str) -> None:
         if self._on_notice is not None:

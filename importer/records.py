@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -150,7 +150,7 @@ class Outcome:
 
 
 # A column of a block: a Python list, or a pyarrow array (a dry run's, never per row).
-Cells = list[Any] | pa.Array
+Cells: TypeAlias = list[Any] | pa.Array
 
 # The `kind:` the mapper puts before a contact key that is not an id, for the resolver.
 _KIND_PREFIX = "^(?:" + "|".join(kind for kind in CONTACT_KINDS if kind != "id") + "):"

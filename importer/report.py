@@ -13,21 +13,20 @@ failed. (2 — the run could not start — and 130 — interrupted — are decid
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as pa_csv
 
-from importer.errors import ConfigError
 from importer.payload import FIELD_NAMES
+from importer.private_files import create_private_file
 from importer.records import Cells, Outcome, OutcomeBlock, Status, contact_as_written
 
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -52,21 +51,6 @@ _SCHEMA = pa.schema(
     [(name, pa.int64() if name in _NUMBER_COLUMNS else pa.string()) for name in RESULT_COLUMNS]
 )
 _FLUSH_EVERY = 500
-
-
-def create_private_file(path: Path, *, overwrite: bool, binary: bool = False) -> IO[Any]:
-    """Open a new file readable by its owner only; refuse to replace one unless told."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise ConfigError(f"{path} already exists (use --force to replace it)") from None
-    except OSError as error:
-        raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
-    os.fchmod(fd, 0o600)
-    if binary:
-        return open(fd, "wb")
-    return open(fd, "w", encoding="utf-8", newline="")
 
 
 class ResultsWriter:

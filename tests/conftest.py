@@ -13,12 +13,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+from importer.cli import main
 from importer.sandbox import Sandbox, SandboxSettings, sandbox_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 MAPPINGS = ROOT / "mappings"
+
+# Hypothesis profiles: "quick" for every run (each property still sees a few hundred rows
+# of tricky cells), "thorough" on demand:
+#     HYPOTHESIS_PROFILE=thorough pytest tests/test_mapper_properties.py
+_PROPERTY_SETTINGS = {
+    "deadline": None,
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow],
+}
+settings.register_profile("quick", max_examples=60, **_PROPERTY_SETTINGS)
+settings.register_profile("thorough", max_examples=1000, **_PROPERTY_SETTINGS)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 # Read before any fixture changes the environment: where the tool's data would go for real.
 REAL_HOME = Path.home()
@@ -49,6 +63,27 @@ def _private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield home
 
 
+def run_cli(
+    sandbox: Sandbox,
+    tmp_path: Path,
+    input_path: Path,
+    mapping: Path | str,
+    *extra: str,
+    results: str = "r.csv",
+) -> int:
+    """`givebutter-import run` in-process, as the end-to-end tests run it: against
+    `sandbox` at 500/s, the ledger (`ledger.sqlite`) and the results (replaced if there)
+    in `tmp_path`, quiet; `extra` arguments last. `mapping` is a mapping file, or a
+    mapping's YAML text (written to `tmp_path / "m.yaml"`). Gives the exit code."""
+    if isinstance(mapping, str):
+        text, mapping = mapping, tmp_path / "m.yaml"
+        mapping.write_text(text, encoding="utf-8")
+    argv = ["run", str(input_path), "-m", str(mapping), "--base-url", sandbox.base_url]
+    argv += ["--rate", "500/s", "--ledger", str(tmp_path / "ledger.sqlite")]
+    argv += ["--results", str(tmp_path / results), "--force", "-q", *extra]
+    return main(argv)
+
+
 def rows_of(path: Path) -> list[dict[str, str]]:
     """The lines of a results CSV, as dicts."""
     with open(path, newline="", encoding="utf-8") as f:
@@ -61,4 +96,3 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     with sandbox_in_thread(SandboxSettings(limits=())) as running:
         monkeypatch.setenv("GIVEBUTTER_API_KEY", running.api_key)
         yield running
-

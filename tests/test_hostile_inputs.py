@@ -11,6 +11,8 @@ import contextlib
 import csv
 import resource
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import importer.layout
-import importer.read
+import importer.read.workbook
 from importer.cli import main
 from importer.sandbox import SandboxSettings, sandbox_in_thread
 from tests.hostile import make_corpus
@@ -203,6 +205,43 @@ def test_10000_columns_are_read(dry_run: Callable[..., Run], tmp_path: Path) -> 
     assert run.line(6)["subject"] == GOOD_ROWS[1][2]
 
 
+def run_with_memory_cap(argv: list[str], cap: int, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a child process whose address space may not grow beyond `cap` bytes."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    command = [sys.executable, "-m", "importer", *argv]
+    return subprocess.run(
+        command, cwd=cwd, preexec_fn=limit, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_a_ragged_row_of_a_million_fields_is_one_invalid_line_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    # Issue 14: the widest record of the first MiB set the width of every row, so this
+    # 1 MiB file needed tens of GB. 1.5 GB of address space is ample for an ordinary run.
+    path = make_corpus.write_ragged(tmp_path / "ragged.csv", commas=1_000_000, rows=900)
+    results = tmp_path / "results.csv"
+    argv = ["run", str(path), "--mapping", str(MAPPING), "--dry-run", "--results", str(results)]
+    done = run_with_memory_cap([*argv, "-q"], int(1.5 * GIB), tmp_path)
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 1, done.stderr
+    lines = read_results(results)
+    assert [int(line["row"]) for line in lines] == list(range(2, 906))
+    assert [line["row"] for line in lines if line["status"] == "invalid"] == ["5"]
+    assert lines[3]["error"] == "row has 1000005 fields, the header has 5"
+
+
+def test_init_reads_a_ragged_row_of_a_million_fields_in_bounded_memory(tmp_path: Path) -> None:
+    path = make_corpus.write_ragged(tmp_path / "ragged.csv", commas=1_000_000, rows=900)
+    done = run_with_memory_cap(["init", str(path)], int(1.5 * GIB), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "activity:" in done.stdout  # a starter mapping, each column used or listed unused
+    assert all(name in done.stdout for name in make_corpus.HEADER)
+
+
 # -- workbooks that are not what they say -------------------------------------------------------
 
 
@@ -210,13 +249,13 @@ def test_10000_columns_are_read(dry_run: Callable[..., Run], tmp_path: Path) -> 
 def sheet_loads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every workbook whose sheet the reader asks calamine (or openpyxl) to load."""
     loads: list[Path] = []
-    load = importer.read._load_sheet
+    load = importer.read.workbook._load_sheet
 
-    def counted(path: Path, choice: str | int | None) -> importer.read._Sheet:
+    def counted(path: Path, choice: str | int | None) -> importer.read.workbook._Sheet:
         loads.append(path)
         return load(path, choice)
 
-    monkeypatch.setattr(importer.read, "_load_sheet", counted)
+    monkeypatch.setattr(importer.read.workbook, "_load_sheet", counted)
     return loads
 
 

@@ -14,7 +14,7 @@ from importer.cli import main
 from importer.ledger import EntryState, Ledger
 from importer.sandbox import Faults, SandboxSettings, sandbox_in_thread
 from importer.send import MAY_EXIST
-from tests.conftest import MAPPINGS, ROOT, SAMPLES, rows_of
+from tests.conftest import MAPPINGS, ROOT, SAMPLES, rows_of, run_cli
 
 DONOR_CSV = SAMPLES / "donor-crm-activities.csv"
 DONOR_MAPPING = MAPPINGS / "donor-crm-activities.yaml"
@@ -28,27 +28,6 @@ def first_lines(tmp_path: Path, count: int, name: str = "part.csv") -> Path:
     with open(path, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(records)
     return path
-
-
-def run(sandbox, tmp_path: Path, input_path: Path, results: str, *extra: str) -> int:
-    return main(
-        [
-            "run",
-            str(input_path),
-            "-m",
-            str(DONOR_MAPPING),
-            "--base-url",
-            sandbox.base_url,
-            "--rate",
-            "500/s",
-            "--ledger",
-            str(tmp_path / "ledger.sqlite"),
-            "--results",
-            str(tmp_path / results),
-            "-q",
-            *extra,
-        ]
-    )
 
 
 def import_command(sandbox, tmp_path: Path, rate: str, *extra: str) -> list[str]:
@@ -80,10 +59,10 @@ def statuses(path: Path) -> dict[str, int]:
 
 
 def test_a_second_run_of_the_same_file_sends_nothing(sandbox, tmp_path):
-    run(sandbox, tmp_path, DONOR_CSV, "first.csv")
+    run_cli(sandbox, tmp_path, DONOR_CSV, DONOR_MAPPING, results="first.csv")
     assert sandbox.store.count_activities() == 287
     posts_before = sandbox.stats.count(method="POST")
-    run(sandbox, tmp_path, DONOR_CSV, "second.csv")
+    run_cli(sandbox, tmp_path, DONOR_CSV, DONOR_MAPPING, results="second.csv")
     assert sandbox.stats.count(method="POST") - posts_before == 2  # only the 403 and 404 rows
     assert sandbox.store.count_activities() == 287
     second = rows_of(tmp_path / "second.csv")
@@ -92,9 +71,9 @@ def test_a_second_run_of_the_same_file_sends_nothing(sandbox, tmp_path):
 
 
 def test_a_grown_file_sends_only_the_new_rows(sandbox, tmp_path):
-    run(sandbox, tmp_path, first_lines(tmp_path, 100), "day1.csv")
+    run_cli(sandbox, tmp_path, first_lines(tmp_path, 100), DONOR_MAPPING, results="day1.csv")
     created_day1 = sandbox.store.count_activities()
-    run(sandbox, tmp_path, first_lines(tmp_path, 150), "day2.csv")
+    run_cli(sandbox, tmp_path, first_lines(tmp_path, 150), DONOR_MAPPING, results="day2.csv")
     day2 = rows_of(tmp_path / "day2.csv")
     new = [r for r in day2 if r["status"] == "created"]
     assert new and all(int(r["row"]) > 101 for r in new)
@@ -105,7 +84,7 @@ def test_identical_rows_in_one_file_are_one_activity(sandbox, tmp_path):
     lines = DONOR_CSV.read_text(encoding="utf-8").splitlines(keepends=True)
     doubled = tmp_path / "doubled.csv"
     doubled.write_text(lines[0] + lines[1] + lines[1], encoding="utf-8")
-    run(sandbox, tmp_path, doubled, "r.csv")
+    run_cli(sandbox, tmp_path, doubled, DONOR_MAPPING, results="r.csv")
     rows = rows_of(tmp_path / "r.csv")
     assert [r["status"] for r in rows] == ["created", "skipped"]
     assert rows[1]["error"] == "duplicate of row 2: same contact and activity"
@@ -116,15 +95,15 @@ def test_allow_duplicates_sends_each_copy_once_even_on_a_rerun(sandbox, tmp_path
     lines = DONOR_CSV.read_text(encoding="utf-8").splitlines(keepends=True)
     doubled = tmp_path / "doubled.csv"
     doubled.write_text(lines[0] + lines[1] + lines[1], encoding="utf-8")
-    run(sandbox, tmp_path, doubled, "r1.csv", "--allow-duplicates")
-    run(sandbox, tmp_path, doubled, "r2.csv", "--allow-duplicates")
+    run_cli(sandbox, tmp_path, doubled, DONOR_MAPPING, "--allow-duplicates", results="r1.csv")
+    run_cli(sandbox, tmp_path, doubled, DONOR_MAPPING, "--allow-duplicates", results="r2.csv")
     assert sandbox.store.count_activities() == 2
     assert statuses(tmp_path / "r2.csv") == {"skipped": 2}
 
 
 def test_a_second_run_on_a_ledger_in_use_stops_with_a_clear_message(sandbox, tmp_path, capsys):
     with Ledger.open(tmp_path / "ledger.sqlite"):
-        code = run(sandbox, tmp_path, DONOR_CSV, "r.csv")
+        code = run_cli(sandbox, tmp_path, DONOR_CSV, DONOR_MAPPING, results="r.csv")
     err = capsys.readouterr().err
     assert code == 2 and "another givebutter-import run is using the ledger" in err
     assert sandbox.stats.count(method="POST") == 0
@@ -248,7 +227,7 @@ def test_retry_sends_again_only_the_rows_that_failed(tmp_path, monkeypatch):
 
 def test_undo_deletes_what_a_run_created_and_forgets_it_in_the_ledger(sandbox, tmp_path):
     part = first_lines(tmp_path, 12)
-    run(sandbox, tmp_path, part, "r.csv")
+    run_cli(sandbox, tmp_path, part, DONOR_MAPPING, results="r.csv")
     created = sandbox.store.count_activities()
     assert created > 5
     assert main(["undo", str(tmp_path / "r.csv"), "--dry-run"]) == 0
@@ -267,12 +246,13 @@ def test_undo_deletes_what_a_run_created_and_forgets_it_in_the_ledger(sandbox, t
         ]
     )
     assert code == 0 and sandbox.store.count_activities() == 0
-    run(sandbox, tmp_path, part, "again.csv")  # forgotten: a new run creates them again
+    # Forgotten: a new run creates them again.
+    run_cli(sandbox, tmp_path, part, DONOR_MAPPING, results="again.csv")
     assert sandbox.store.count_activities() == created
 
 
 def test_undo_without_yes_off_a_terminal_deletes_nothing(sandbox, tmp_path, capsys):
-    run(sandbox, tmp_path, first_lines(tmp_path, 5), "r.csv")
+    run_cli(sandbox, tmp_path, first_lines(tmp_path, 5), DONOR_MAPPING, results="r.csv")
     created = sandbox.store.count_activities()
     code = main(["undo", str(tmp_path / "r.csv"), "--base-url", sandbox.base_url])
     assert code == 2 and "--yes" in capsys.readouterr().err
@@ -361,6 +341,6 @@ def test_after_ctrl_c_only_rows_really_sent_wait_to_be_looked_for(sandbox, tmp_p
     assert counts[EntryState.SENDING] == 0
     assert counts[EntryState.FAILED] > 0  # at least the 403/404 rows or the unsent batch
 
-    resumed = run(sandbox, tmp_path, DONOR_CSV, "resumed.csv")
+    resumed = run_cli(sandbox, tmp_path, DONOR_CSV, DONOR_MAPPING, results="resumed.csv")
     assert resumed == 1  # the sample's invalid rows
     assert sandbox.store.count_activities() == 287

@@ -2,7 +2,9 @@
 
 import asyncio
 import bisect
+import contextlib
 import itertools
+import math
 import time
 
 import pytest
@@ -21,25 +23,54 @@ EPSILON = 1e-9
 
 
 class FakeClock:
-    """Virtual time: `sleep` lets other tasks run once, then moves the clock on."""
+    """Virtual time, and the running loop's own clock while a test runs (the limiter's
+    bucket, aiolimiter's, reads `loop.time()` and sleeps with `loop.call_at`): when the
+    loop would wait for a timer, the clock jumps to it instead. `sleep` lets other tasks
+    run once, then moves the clock on."""
 
     def __init__(self) -> None:
         self.now = 0.0
-        self.while_asleep = []  # callables run once, during the next sleep
+        self.while_asleep = []  # callables run once, during the next sleep or jump
 
     def time(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(0)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
         while self.while_asleep:
             self.while_asleep.pop(0)()
         self.now += seconds
 
+    @contextlib.contextmanager
+    def driving(self, loop: asyncio.AbstractEventLoop):
+        """Make this the clock of `loop`, which must do no real I/O meanwhile."""
+        selector = loop._selector
+        select = selector.select
+
+        def jump_to_the_next_timer(timeout=None):
+            if not loop._ready:  # the loop would wait for a timer
+                # At least a tick, as a real clock: aiolimiter's bucket may find a rounding
+                # error's worth of a request left when it wakes, and wait "until now".
+                self.advance(max(timeout or 0.0, 1e-12, 2 * math.ulp(self.now)))
+            return select(0)
+
+        loop.time = self.time
+        selector.select = jump_to_the_next_timer
+        try:
+            yield self
+        finally:
+            del loop.time
+            del selector.select
+
 
 @pytest.fixture
-def clock():
-    return FakeClock()
+async def clock():
+    fake = FakeClock()
+    with fake.driving(asyncio.get_running_loop()):
+        yield fake
 
 
 def limiter_on(clock, rate, notices=None):

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 import python_calamine
 
-import importer.read
+import importer.read.workbook
 from importer.errors import InputError
 from importer.read import READ_ERROR_COLUMN, SourceOptions, SourceTable, open_table
 
@@ -245,6 +245,40 @@ def test_row_with_far_too_many_fields_is_an_input_error_naming_the_row(tmp_path:
     assert "is the delimiter ',' right?" in message
 
 
+@pytest.mark.parametrize("chunk_rows", [2, 50_000])
+def test_rows_far_wider_than_the_header_are_read_apart_in_their_places(
+    tmp_path: Path, chunk_rows: int
+) -> None:
+    # Wider than twice the header and four: pandas skips them and the reader puts them back.
+    text = (
+        'a,b\n1,"x\ny"\n' + "2," + "," * 50 + "z\n" + "," * 50 + "\n3,c\n4," + "," * 30 + "\n5,e\n"
+    )
+    table = open_table(write(tmp_path, "a.csv", text), SourceOptions(chunk_rows=chunk_rows))
+    chunks = list(table.chunks())
+    assert all(0 < len(chunk) <= chunk_rows for chunk in chunks)
+    assert records(table) == {
+        2: {"a": "1", "b": "x\ny"},
+        3: {"a": "2", "b": ""},
+        5: {"a": "3", "b": "c"},
+        6: {"a": "4", "b": ""},
+        7: {"a": "5", "b": "e"},
+    }
+    assert read_errors(table) == {3: "row has 52 fields, the header has 2"}
+
+
+def test_a_row_read_apart_keeps_its_place_when_arrow_hands_over_before_it(
+    tmp_path: Path,
+) -> None:
+    text = "a,b\n" + "1,2\n" * 10 + "3,4,5\n" + "6," + "," * 40 + "w\n" + "7,8\n"
+    table = open_table(write(tmp_path, "a.csv", text), SourceOptions(chunk_rows=4))
+    assert list(records(table)) == list(range(2, 15))
+    assert records(table)[13] == {"a": "6", "b": ""}
+    assert read_errors(table) == {
+        12: "row has 3 fields, the header has 2",
+        13: "row has 42 fields, the header has 2",
+    }
+
+
 # -- broken files ------------------------------------------------------------------------------
 
 
@@ -459,7 +493,7 @@ def test_workbook_is_read_by_openpyxl_when_calamine_cannot(
     def refuse(path: Path, choice: str | int | None) -> None:
         raise python_calamine.CalamineError("cannot")
 
-    monkeypatch.setattr(importer.read, "_calamine_sheet", refuse)
+    monkeypatch.setattr(importer.read.workbook, "_calamine_sheet", refuse)
     table = open_table(workbook, SourceOptions(header_row=3))
     assert records(table) == records(open_table(workbook, SourceOptions(header_row=3)))
     assert list(records(table)) == [4, 6]
@@ -541,7 +575,7 @@ def test_date_time_cells_become_text_column_wise_exactly_as_cell_by_cell() -> No
     import datetime as dt
     import random
 
-    from importer.read import _cell_text, _date_times_as_text
+    from importer.read.workbook import _cell_text, _date_times_as_text
 
     rng = random.Random(7)
     stamps = []

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import importer.read
+import importer.read.arrow
+import importer.read.delimited
 from importer.errors import InputError
 from importer.read import SourceOptions, open_table
 
@@ -48,14 +49,14 @@ def chunks(path: Path, *, arrow: bool, chunk_rows: int, header_row: int = 1) -> 
     """The file's chunks, read by arrow where it may (or by pandas alone), cells as objects."""
     with pytest.MonkeyPatch.context() as patch:
         if not arrow:
-            patch.setattr(importer.read, "_arrow_may_read", lambda *_: False)
+            patch.setattr(importer.read.arrow, "may_read", lambda *_: False)
         table = open_table(path, SourceOptions(chunk_rows=chunk_rows, header_row=header_row))
         return [chunk.astype(object) for chunk in table.chunks()]
 
 
 @pytest.fixture(params=[1 << 20, 64], ids=["one block", "64-byte blocks"])
 def block_size(request, monkeypatch) -> int:
-    monkeypatch.setattr(importer.read, "_ARROW_BLOCK", request.param)
+    monkeypatch.setattr(importer.read.arrow, "_ARROW_BLOCK", request.param)
     return request.param
 
 
@@ -127,15 +128,15 @@ def test_other_encodings_are_read_by_pandas(tmp_path) -> None:
 def test_pandas_takes_over_only_from_the_first_chunk_not_handed_out(
     tmp_path, monkeypatch, name, pandas_from
 ) -> None:
-    monkeypatch.setattr(importer.read, "_ARROW_BLOCK", 64)
+    monkeypatch.setattr(importer.read.arrow, "_ARROW_BLOCK", 64)
     starts: list[int] = []
-    pandas_records = importer.read._pandas_records
+    pandas_records = importer.read.delimited._pandas_records
 
     def spy(plan, start):
         starts.append(start)
         return pandas_records(plan, start)
 
-    monkeypatch.setattr(importer.read, "_pandas_records", spy)
+    monkeypatch.setattr(importer.read.delimited, "_pandas_records", spy)
     path = tmp_path / "in.csv"
     path.write_bytes(FILES[name].encode("utf-8"))
     rows = sum(len(chunk) for chunk in open_table(path, SourceOptions(chunk_rows=7)).chunks())

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from importer.cli import main
 from importer.sandbox import seeded_contact
-from tests.conftest import rows_of
+from tests.conftest import rows_of, run_cli
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
@@ -14,36 +14,12 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     return path
 
 
-def run(sandbox, tmp_path, data: Path, mapping: str, *extra: str) -> int:
-    mapping_path = tmp_path / "m.yaml"
-    mapping_path.write_text(mapping, encoding="utf-8")
-    return main(
-        [
-            "run",
-            str(data),
-            "-m",
-            str(mapping_path),
-            "--base-url",
-            sandbox.base_url,
-            "--rate",
-            "500/s",
-            "--ledger",
-            str(tmp_path / "ledger.sqlite"),
-            "--results",
-            str(tmp_path / "r.csv"),
-            "--force",
-            "-q",
-            *extra,
-        ]
-    )
-
-
 def test_a_file_of_emails_is_imported_with_one_lookup_per_distinct_email(sandbox, tmp_path):
     emails = [seeded_contact(n).emails[0].value for n in (5, 6, 7)]
     rows = [[f"  {emails[i % 3].upper()} ", "note", f"n{i}"] for i in range(12)]
     rows.append(["nobody@example.org", "note", "x"])
     data = write_csv(tmp_path / "by-email.csv", ["Email", "Type", "Note"], rows)
-    code = run(
+    code = run_cli(
         sandbox, tmp_path, data, "contact: {email: Email}\nactivity: {type: Type, note: Note}\n"
     )
     results = rows_of(tmp_path / "r.csv")
@@ -60,12 +36,12 @@ def test_a_file_of_old_crm_ids_uses_an_index_built_once(sandbox, tmp_path):
     rows = [[f"CRM-{n:06d}", "email", f"s{n}"] for n in (3, 4, 5)] + [["CRM-999999", "note", ""]]
     data = write_csv(tmp_path / "by-crm-id.csv", ["Legacy ID", "Kind", "Subject"], rows)
     mapping = "contact: {external_id: Legacy ID}\nactivity: {type: Kind, subject: Subject}\n"
-    run(sandbox, tmp_path, data, mapping)
+    run_cli(sandbox, tmp_path, data, mapping)
     results = rows_of(tmp_path / "r.csv")
     assert [r["contact_id"] for r in results[:3]] == ["10003", "10004", "10005"]
     assert results[3]["status"] == "invalid" and "CRM-999999" in results[3]["error"]
     listed_once = sandbox.stats.count(method="GET", route="/v1/contacts")
-    run(sandbox, tmp_path, data, mapping)  # the index is young: reused, not rebuilt
+    run_cli(sandbox, tmp_path, data, mapping)  # the index is young: reused, not rebuilt
     assert sandbox.stats.count(method="GET", route="/v1/contacts") == listed_once + 1
 
 
@@ -81,7 +57,7 @@ def test_ambiguous_and_mixed_keys_are_reported_row_by_row(sandbox, tmp_path):
             ["", seeded_contact(8).emails[0].value, "sms"],
         ],
     )
-    run(sandbox, tmp_path, data, "contact: {id: GB, email: Email}\nactivity: {type: Type}\n")
+    run_cli(sandbox, tmp_path, data, "contact: {id: GB, email: Email}\nactivity: {type: Type}\n")
     results = rows_of(tmp_path / "r.csv")
     assert (results[0]["contact_id"], results[0]["found_by"]) == ("10009", "id")
     assert results[1]["status"] == "invalid" and "share email" in results[1]["error"]
@@ -111,7 +87,7 @@ def test_a_plain_dry_run_does_not_look_contacts_up(tmp_path):
 def test_a_dry_run_with_resolve_looks_them_up_and_sends_nothing(sandbox, tmp_path):
     email = seeded_contact(12).emails[0].value
     data = write_csv(tmp_path / "e.csv", ["Email", "Type"], [[email, "note"], ["x@y.org", "note"]])
-    code = run(
+    code = run_cli(
         sandbox,
         tmp_path,
         data,
@@ -142,6 +118,6 @@ def test_contacts_refresh_rebuilds_the_index_beside_the_ledger(sandbox, tmp_path
     assert (tmp_path / "contacts.sqlite").exists()
     pages = sandbox.stats.count(method="GET", route="/v1/contacts")
     data = write_csv(tmp_path / "x.csv", ["Legacy ID", "Type"], [["CRM-000003", "note"]])
-    run(sandbox, tmp_path, data, "contact: {external_id: Legacy ID}\nactivity: {type: Type}\n")
+    run_cli(sandbox, tmp_path, data, "contact: {external_id: Legacy ID}\nactivity: {type: Type}\n")
     assert sandbox.stats.count(method="GET", route="/v1/contacts") == pages + 1  # key check only
     assert rows_of(tmp_path / "r.csv")[0]["contact_id"] == "10003"

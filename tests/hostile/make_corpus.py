@@ -266,6 +266,18 @@ def write_wide(path: Path, *, columns: int = 10_000, rows: int = 5) -> Path:
     return path
 
 
+def write_ragged(path: Path, *, commas: int = 1_000_000, rows: int = 900) -> Path:
+    """A 1 MiB file whose fourth row is one line of `commas` commas with a value at its end
+    (a ragged row), then `rows` ordinary rows."""
+    body = [
+        (str(10001 + i % 900), "note", f"Subject {i}", "A note", "03/01/2024") for i in range(rows)
+    ]
+    ragged = ",".join(GOOD_ROWS[0]) + "," * commas + "stray\n"
+    text = csv_text(GOOD_ROWS) + ragged + csv_text(body).split("\n", 1)[1]
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def write_late_nul(path: Path, *, rows: int = 30_000) -> Path:
     """A NUL byte far past the first MiB that the reader samples."""
     body = [

@@ -35,6 +35,8 @@ def test_a_run_with_the_default_ledger_writes_it_in_the_temporary_home(tmp_path,
             str(MAPPINGS / "donor-crm-activities.yaml"),
             "--base-url",
             sandbox.base_url,
+            "--rate",
+            "1000/s",
             "--results",
             str(tmp_path / "r.csv"),
             "-q",
@@ -47,7 +49,11 @@ def test_a_run_with_the_default_ledger_writes_it_in_the_temporary_home(tmp_path,
 
 def test_a_subprocess_inherits_the_temporary_home(tmp_path):
     shown = subprocess.run(
-        [sys.executable, "-c", "from importer.cli import default_ledger_path as p; print(p())"],
+        [
+            sys.executable,
+            "-c",
+            "from importer.pipeline import default_ledger_path as p; print(p())",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

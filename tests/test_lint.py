@@ -21,7 +21,7 @@ def test_ruff_finds_nothing():
 def test_mypy_finds_nothing(request, tmp_path):
     # The settings are pyproject.toml's [tool.mypy]. Its cache lives in pytest's own cache
     # folder (15 s cold, 2 s warm), or a temporary one when pytest keeps no cache.
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)
     cache_dir = cache.mkdir("mypy") if cache is not None else tmp_path
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--cache-dir", str(cache_dir), "importer"],
@@ -30,12 +30,5 @@ def test_mypy_finds_nothing(request, tmp_path):
         text=True,
         check=False,
     )
-    # TODO(lead): drop this filter once pipeline.py and cli.py are clean
-    others = ("importer/pipeline.py:", "importer/cli.py:")
-    errors = [
-        line
-        for line in done.stdout.splitlines()
-        if ": error:" in line and not line.startswith(others)
-    ]
-    assert errors == [], done.stdout + done.stderr
-    assert "Found" in done.stdout or "Success" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Success" in done.stdout, done.stdout + done.stderr

@@ -67,6 +67,26 @@ class ContactMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexedContact:
+    """What the index keeps of a listed contact: its id, archived state and keys."""
+
+    id: int
+    archived: bool
+    emails: tuple[str, ...]  # normalised
+    external_ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, contact: Mapping[str, Any]) -> IndexedContact | None:
+        """A contact resource as the index keeps it, or None without a usable id."""
+        match = match_of(contact)
+        if match is None:
+            return None
+        return cls(
+            match.id, match.archived, tuple(addresses(contact)), tuple(external_ids(contact))
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
     """Whose contacts an index holds: the API's base URL, and the key's fingerprint under
     a salt (`fingerprint(salt)`; see `Sender.key_fingerprint`)."""
@@ -125,20 +145,17 @@ class ContactIndex:
 
     # -- what it is told -------------------------------------------------------------------
 
-    def replace_with_scan(self, contacts: Iterable[Mapping[str, Any]], began_at: float) -> int:
+    def replace_with_scan(self, contacts: Iterable[IndexedContact], began_at: float) -> int:
         """Make the index what a complete listing, begun at `began_at`, found; give how many
         contacts it held. Lookups older than the scan go (the scan knows better); creations
         begun and never answered stay (their answer may not have been listed)."""
         rows: list[tuple[str, str, int, int]] = []
         count = 0
         for contact in contacts:
-            contact_id = contact_id_of(contact)
-            if contact_id is None:
-                continue
             count += 1
-            archived = int(contact.get("archived_at") is not None)
-            rows += [("email", email, contact_id, archived) for email in addresses(contact)]
-            rows += [("external_id", v, contact_id, archived) for v in external_ids(contact)]
+            archived = int(contact.archived)
+            rows += [("email", email, contact.id, archived) for email in contact.emails]
+            rows += [("external_id", v, contact.id, archived) for v in contact.external_ids]
         with self._transaction() as db:
             db.execute("DELETE FROM keys")
             db.execute("DELETE FROM lookups WHERE at <= ?", (began_at,))

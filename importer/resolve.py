@@ -64,9 +64,9 @@ from importer.contact_index import (
     Account,
     ContactIndex,
     ContactMatch,
+    IndexedContact,
     KeyKind,
     addresses,
-    contact_id_of,
     match_of,
     normalise_email,
     open_index,
@@ -308,14 +308,15 @@ class ContactResolver:
     async def _scan(self) -> None:
         self._notice("contacts: listing every contact into the contact index...")
         began = time.time()
-        listed: list[dict[str, Any]] = []
+        listed: list[IndexedContact] = []  # only what the index needs: full contacts add up
         skipped = 0
         async for contacts in self._contact_pages():
             for contact in contacts:
-                if contact_id_of(contact) is None:
+                indexed = IndexedContact.of(contact)
+                if indexed is None:
                     skipped += 1
-                else:  # keep only what the index needs: pages of full contacts add up
-                    listed.append({k: contact.get(k) for k in _INDEXED_FIELDS})
+                else:
+                    listed.append(indexed)
         if skipped:
             self._notice(f"contact index: {skipped} contacts without a numeric id left out")
         count = self._opened().replace_with_scan(listed, began)
@@ -453,10 +454,6 @@ class ContactResolver:
         if self._index is not None:
             self._index.close()
             self._index = None
-
-
-# What a scan keeps of each contact: what the index is made of.
-_INDEXED_FIELDS = ("id", "archived_at", "emails", "primary_email", "external_id", "external_ids")
 
 
 # -- reading the API's answers ----------------------------------------------------------

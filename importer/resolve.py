@@ -209,7 +209,11 @@ class ContactResolver:
         elif emails_todo:
             await self._look_up_emails(sorted(emails_todo), concurrency)
         if self._scanned:  # answers everything not yet known
-            for kind, values in (("email", emails_todo), ("external_id", external_todo)):
+            todo: tuple[tuple[KeyKind, set[str]], ...] = (
+                ("email", emails_todo),
+                ("external_id", external_todo),
+            )
+            for kind, values in todo:
                 found = index.answers(kind, values, max_age=math.inf)
                 self._known.update(((kind, value), m) for value, m in found.items())
 
@@ -228,7 +232,7 @@ class ContactResolver:
         lookups this resolver already made: the ski-rental rule, see the module doc)."""
         if emails + self._lookups < 2:
             return False  # one lookup is never dearer than a scan
-        if self._total is None and self._sender.contacts_total is None and emails <= 2:
+        if self._total is None and self._sender.key_check is None and emails <= 2:
             return False  # asking the count would cost as much as it could save
         total = await self._contacts_total()
         if total is None:
@@ -249,18 +253,15 @@ class ContactResolver:
 
     async def _contacts_total(self) -> int | None:
         """How many contacts the account has: from the key check, else one small page."""
-        if self._total is None:
-            self._total = self._sender.contacts_total
+        if self._total is None and self._sender.key_check is not None:
+            self._total = _total_of(self._sender.key_check)
         if self._total is None:
             self.reads += 1
             try:
                 answer = await self._sender.request("GET", "/contacts", params={"per_page": "1"})
             except RequestFailed:
                 return None
-            meta = answer.json_body.get("meta") if isinstance(answer.json_body, dict) else None
-            total = meta.get("total") if isinstance(meta, dict) else None
-            if answer.ok and isinstance(total, int) and not isinstance(total, bool):
-                self._total = total
+            self._total = _total_of(answer)
         return self._total
 
     # -- emails one by one -----------------------------------------------------------------
@@ -467,6 +468,16 @@ def _page(answer: ApiResponse) -> tuple[list[Any], str | None] | None:
     links = body.get("links")
     next_url = links.get("next") if isinstance(links, dict) else None
     return [c for c in body["data"] if isinstance(c, dict)], next_url or None
+
+
+def _total_of(answer: ApiResponse) -> int | None:
+    """`meta.total` of a list page: how many there are in all (None if it does not say)."""
+    body = answer.json_body
+    meta = body.get("meta") if answer.ok and isinstance(body, dict) else None
+    total = meta.get("total") if isinstance(meta, dict) else None
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        return total
+    return None
 
 
 def _next_params(next_url: str | None) -> dict[str, str] | None:

@@ -265,7 +265,7 @@ class Sender:
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
         self._limiter = limiter or RateLimit(settings.rate, on_notice=on_notice)
         self._rng = rng or random.Random()
-        self._contacts_total: int | None = None
+        self._key_check: ApiResponse | None = None
 
     def __repr__(self) -> str:
         return (
@@ -284,10 +284,9 @@ class Sender:
         return self._base_url
 
     @property
-    def contacts_total(self) -> int | None:
-        """How many contacts the account had when `check_key` asked (`meta.total` of its
-        answer), or None if it was not asked or the answer did not say."""
-        return self._contacts_total
+    def key_check(self) -> ApiResponse | None:
+        """The answer to `check_key` (a page of contacts: its `meta.total` counts them)."""
+        return self._key_check
 
     def key_fingerprint(self, salt: bytes) -> str:
         """A keyed hash of the API key (HMAC-SHA256 under `salt`): tells whether a file was
@@ -346,7 +345,7 @@ class Sender:
                 f"the API at {_shown(self._base_url)} answered {_status_words(answer.status)}"
                 " to GET /contacts: is the base URL right?"
             )
-        self._contacts_total = _page_total(answer) if answer.ok else None
+        self._key_check = answer
 
     async def send_all(
         self,
@@ -691,16 +690,6 @@ def _status_words(status: int) -> str:
         return f"{status} {http.HTTPStatus(status).phrase}"
     except ValueError:
         return str(status)
-
-
-def _page_total(answer: ApiResponse) -> int | None:
-    """`meta.total` of a list page, if it is a count."""
-    body = answer.json_body
-    meta = body.get("meta") if isinstance(body, dict) else None
-    total = meta.get("total") if isinstance(meta, dict) else None
-    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
-        return total
-    return None
 
 
 def _parse_json(text: str) -> Any:

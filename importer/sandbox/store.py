@@ -177,7 +177,8 @@ class SandboxStore:
     def add_rows(self, rows: Iterable[tuple[tuple[Any, ...], list[str]]]) -> int:
         """Add contacts given as stored rows (`row_of`) with their lower-cased emails, in
         one transaction: the fast way to seed many. Give how many."""
-        contacts, emails = [], []
+        contacts: list[tuple[Any, ...]] = []
+        emails: list[tuple[Any, str]] = []
         for row, addresses in rows:
             contacts.append(row)
             emails.extend((row[0], address) for address in addresses)

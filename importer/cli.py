@@ -423,7 +423,7 @@ def _parser() -> argparse.ArgumentParser:
 
     contacts = commands.add_parser("contacts", help="the local index of contacts")
     contacts_commands = contacts.add_subparsers(metavar="ACTION", required=True)
-    refresh = contacts_commands.add_parser("refresh", help="rebuild the external-id index now")
+    refresh = contacts_commands.add_parser("refresh", help="scan every contact into the index now")
     refresh.add_argument("--base-url", help="API base URL (as for run)")
     refresh.add_argument("--rate", default=DEFAULT_RATE, help="requests allowed (as for run)")
     refresh.add_argument("--ledger", metavar="PATH", help="the index lives beside this ledger")

@@ -434,12 +434,12 @@ class ContactResolver:
         verdict = _verdict("email", email, matches)
         if matches or new is None:
             return verdict
+        if missing := _missing_names(new):
+            return Resolution(None, f"{verdict.error}, and none can be made: its {missing}")
         if not self._create:
             return Resolution(
                 None, f"{verdict.error} (the mapping can create it: add --create-contacts)"
             )
-        if missing := _missing_names(new):
-            return Resolution(None, f"{verdict.error}, and none can be made: its {missing}")
         return Resolution(None, would_create=f"would create contact ({verdict.error})")
 
     def _opened(self) -> ContactIndex:

@@ -22,7 +22,6 @@ Two deliberate ambiguities, for resolution tests (present when at least 32 are s
 from __future__ import annotations
 
 import functools
-import json
 import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -126,7 +125,8 @@ def seeded_rows(
             contact_id,
             first,
             last,
-            json.dumps([{"type": kind, "value": value} for kind, value in emails]),
+            # The addresses are ASCII letters, digits, dots and @: JSON by hand is safe here.
+            "[" + ", ".join(f'{{"type": "{k}", "value": "{v}"}}' for k, v in emails) + "]",
             phones,
             f"CRM-{n:06d}",
             f'["LEGACY-{n:05d}"]' if n % 10 == 0 else "[]",

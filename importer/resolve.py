@@ -157,7 +157,6 @@ class ContactResolver:
         self._scanned = False  # a scan was made by this resolver
         self._lookups = 0  # emails looked up one by one by this resolver
         self._total: int | None = None  # contacts in the account, once asked
-        self.reads = 0  # GET /contacts made by this resolver (for tests and notices)
 
     async def resolve_many(
         self,
@@ -256,7 +255,6 @@ class ContactResolver:
         if self._total is None and self._sender.key_check is not None:
             self._total = _total_of(self._sender.key_check)
         if self._total is None:
-            self.reads += 1
             try:
                 answer = await self._sender.request("GET", "/contacts", params={"per_page": "1"})
             except RequestFailed:
@@ -288,7 +286,6 @@ class ContactResolver:
     async def _look_up_email(self, email: str) -> list[ContactMatch] | str:
         """The contacts with `email`, or why they could not be listed."""
         params = {"email": email, "per_page": str(PAGE_SIZE)}
-        self.reads += 1
         try:
             answer = await self._sender.request("GET", "/contacts", params=params)
         except RequestFailed as failure:
@@ -338,7 +335,6 @@ class ContactResolver:
             params = _next_params(next_url) if contacts else None
 
     async def _contact_page(self, params: dict[str, str]) -> tuple[list[Any], str | None]:
-        self.reads += 1
         try:
             answer = await self._sender.request("GET", "/contacts", params=params)
         except RequestFailed as failure:

@@ -220,6 +220,11 @@ def _open_checked(options: RunOptions) -> SourceTable:
         raise ConfigError("the results path is the input file; choose another results path")
     if options.summary_json is not None and options.summary_json.is_dir():
         raise ConfigError(f"the summary path {options.summary_json} is a folder")
+    if options.create_contacts and options.mapping.contact.create is None:
+        raise ConfigError(
+            "--create-contacts: the mapping does not say how (contact: {email: …, create:"
+            " {first_name: …, last_name: …}})"
+        )
     source = options.mapping.source
     table = open_table(
         options.input_path,

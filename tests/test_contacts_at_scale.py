@@ -348,6 +348,14 @@ def test_without_create_contacts_the_mapping_creates_nobody_and_says_how(sandbox
     assert next(r["error"] for r in results if r["status"] == "invalid") == hint
 
 
+def test_create_contacts_without_create_in_the_mapping_stops_at_once(sandbox_of, tmp_path, capsys):
+    sandbox = sandbox_of()
+    data, _ = migration(tmp_path)
+    assert run(sandbox, tmp_path, data, BY_EMAIL, "--create-contacts") == 2
+    assert "--create-contacts: the mapping does not say how" in capsys.readouterr().err
+    assert sandbox.stats.count() == 0
+
+
 def test_a_dry_run_says_would_create_contact_and_creates_nothing(sandbox_of, tmp_path):
     sandbox = sandbox_of()
     data, _ = migration(tmp_path)

@@ -57,6 +57,8 @@ def kind_of(reason: str) -> tuple[str, str]:
     return reason, ""
 
 
-def example(value: str, row: int) -> str:
-    """How one row of a kind is shown: `EXT-92, row 14` (or `row 14` without a value)."""
-    return f"{value}, row {row}" if value else f"row {row}"
+def example(value: str, row: int | None) -> str:
+    """How one row of a kind is shown: `EXT-92, row 14`, or `row 14` without a value, or
+    `EXT-92` for a line of no input row (a key deleted from the source)."""
+    where = f"row {row}" if row is not None else ""
+    return ", ".join(part for part in (value, where) if part) or "no row"

@@ -208,7 +208,7 @@ class Summary:
         if error and status in (Status.INVALID, Status.FAILED):
             self._count_reasons(error, row)
 
-    def _count_reasons(self, error: str, row: int) -> None:
+    def _count_reasons(self, error: str, row: int | None) -> None:
         for reason in error.split("; "):
             kind, value = kind_of(reason)
             self.reasons[kind] += 1

@@ -35,6 +35,7 @@ from bench.rates import closed_loop_rate, spaced_rate
 from bench.sandbox import SandboxProcess, SandboxStats, sandbox_process
 from bench.table import Result
 from importer.read import SourceOptions
+from importer.sandbox.app import ACTIVITIES_ROUTE, CONTACTS_ROUTE
 from importer.send import DEFAULT_CONCURRENCY
 
 CHUNK_ROWS = SourceOptions().chunk_rows  # what the importer reads at a time
@@ -59,6 +60,9 @@ class Sizes:
     limited_rate: int = 20  # R, requests per second
     limited_seconds: float = 65.0  # long enough to fill the 60 s window
     ledger_rows: int = 20_000
+    email_rows: int = 10_000  # a by-email import: rows...
+    email_people: int = 2_000  # ...over this many people...
+    email_contacts: int = 10_000  # ...among this many contacts in the account
     repeats: int = 3  # alternating measurements of a figure and its reference, at most
     budget: float = 45.0  # seconds after which a case starts no further repeat
 
@@ -285,6 +289,49 @@ def send_ledger(sizes: Sizes) -> list[Result]:
     ]
 
 
+def contacts_by_email(sizes: Sizes) -> list[Result]:
+    """Case 8: requests per imported row of a file that knows people only by email, and the
+    contact reads of the same command run again."""
+    rows, people, contacts = sizes.email_rows, sizes.email_people, sizes.email_contacts
+    workdir = fresh_dir("contacts")
+    path = Path(shutil.copy(data.by_email_csv(rows, people), workdir / "by-email.csv"))
+    flags = ["--rate", UNLIMITED_RATE, "--ledger", str(workdir / "state" / "ledger.sqlite")]
+    with sandbox_process([*NO_LIMIT, "--contacts", str(contacts)]) as sandbox:
+        first = _importer_run(sandbox, path, data.by_email_mapping(), flags, workdir)
+        after_first = sandbox.stats()
+        again = _importer_run(sandbox, path, data.by_email_mapping(), flags, workdir)
+        after_again = sandbox.stats()
+    created = first.counts.get("created", 0)
+    reads = after_first.count("GET", CONTACTS_ROUTE)
+    rerun_reads = after_again.count("GET", CONTACTS_ROUTE) - reads
+    per_row = after_first.requests / max(1, created)
+    reference = (1 + people + rows) / rows  # the key check, a lookup per person, the POSTs
+    problems = []
+    if created != rows:
+        problems.append(f"{created:,} of {rows:,} created (exit {first.exit_code})")
+    if again.counts.get("skipped", 0) != rows:
+        problems.append(f"re-run: {again.counts} (exit {again.exit_code})")
+    pages = -(-contacts // 100)
+    posts = after_first.count("POST", ACTIVITIES_ROUTE)
+    rerun_posts = after_again.count("POST", ACTIVITIES_ROUTE) - posts
+    return [
+        Result(
+            case=f"by-email import, {rows:,} rows over {people:,} people, {contacts:,} contacts",
+            figure=f"{per_row:.4f} requests/row",
+            reference=f"{reference:.4f} (computed): a lookup per person, as before issue 13",
+            ratio=per_row / reference,
+            goal="≤ 1.02 requests/row",
+            passed=per_row <= 1.02 and not problems,
+            note=_joined(
+                problems,
+                f"{reads:,} contact reads (the key check + {pages:,} pages), {posts:,} POSTs;"
+                f" the same command again: {rerun_reads:,} contact reads (1: the key check),"
+                f" {rerun_posts:,} POSTs",
+            ),
+        )
+    ]
+
+
 def _send_bare(
     sandbox_flags: Sequence[str], path: Path, mapping: Path, concurrency: int, rows: int
 ) -> Sent:
@@ -369,4 +416,5 @@ CASES: dict[str, Callable[[Sizes], list[Result]]] = {
     "latency": send_with_latency,
     "limit": send_limited,
     "ledger": send_ledger,
+    "contacts": contacts_by_email,
 }

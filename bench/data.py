@@ -15,6 +15,10 @@ Two kinds of file:
   nothing skipped or invalid), so every row is one POST.
 
 `xlsx(rows)` holds the realistic mix as a workbook, with real date cells.
+
+`by_email_csv(rows, people)` is an export that knows people only by email (`Email, Type,
+Note`): `rows` rows spread over `people` of the sandbox's live seeded contacts, each row a
+different activity, the email written in varied case and spacing as exports do.
 """
 
 from __future__ import annotations
@@ -109,6 +113,42 @@ def send_csv(rows: int) -> Path:
     """A CSV of `rows` rows that each become one request the sandbox accepts."""
     path = DATA_DIR / f"activities-send-v{_VERSION}-{rows}.csv"
     return _cached(path, lambda to: _write_csv(activities(rows, mixed=False), to))
+
+
+MAPPING_BY_EMAIL = "contact: {email: Email}\nactivity: {type: Type, note: Note}\n"
+
+
+def by_email_mapping() -> Path:
+    """The mapping YAML of `by_email_csv`."""
+    path = DATA_DIR / "mapping-by-email.yaml"
+    if not path.is_file() or path.read_text(encoding="utf-8") != MAPPING_BY_EMAIL:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(MAPPING_BY_EMAIL, encoding="utf-8")
+    return path
+
+
+def by_email_csv(rows: int, people: int) -> Path:
+    """`rows` rows naming `people` live seeded contacts by email (see the module doc)."""
+    path = DATA_DIR / f"activities-by-email-v{_VERSION}-{rows}-{people}.csv"
+    return _cached(path, lambda to: _by_email(rows, people).to_csv(to, index=False))
+
+
+def _by_email(rows: int, people: int) -> pd.DataFrame:
+    from importer.sandbox import seeded_contact  # the sandbox's own people, not a copy
+
+    live = [n for n in range(1, people * 2) if n % _ARCHIVED_EVERY][:people]
+    emails = np.array([seeded_contact(n).emails[0].value for n in live], dtype=object)
+    rng = np.random.default_rng(_SEED)
+    picked = emails[np.arange(rows) % people]  # every person, about rows / people times
+    rng.shuffle(picked)
+    styled = np.where(rng.random(rows) < 0.3, np.char.upper(picked.astype(str)), picked)
+    return pd.DataFrame(
+        {
+            "Email": [f" {e}" if i % 7 == 0 else e for i, e in enumerate(styled)],
+            "Type": _pick(rng, ("note", "phone_call", "email", "meeting"), rows),
+            "Note": [f"Activity {i} of the old CRM" for i in range(rows)],
+        }
+    )
 
 
 def xlsx(rows: int) -> Path:

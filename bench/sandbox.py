@@ -18,7 +18,7 @@ import sys
 import tempfile
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from importer.sandbox import SANDBOX_API_KEY
@@ -34,6 +34,18 @@ class SandboxStats:
     throttled: int
     windows: list[dict[str, Any]]  # per rate window: limit, seconds, max_admitted
     activities: int
+    responses: list[dict[str, Any]] = field(default_factory=list)  # method, route, status, count
+
+    def count(self, method: str, route: str) -> int:
+        """How many requests of `method` to `route` (a template, `/v1/contacts`) it answered."""
+        return sum(
+            r["count"] for r in self.responses if r["method"] == method and r["route"] == route
+        )
+
+    @property
+    def requests(self) -> int:
+        """Every request it answered, whatever the route."""
+        return sum(r["count"] for r in self.responses)
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class SandboxProcess:
             throttled=body["throttled"],
             windows=body["windows"],
             activities=body["activities"],
+            responses=body["responses"],
         )
 
 

@@ -187,6 +187,7 @@ def _run_checked(args: argparse.Namespace, only_rows: frozenset[int] | None) -> 
                 keep_ledger=not args.no_ledger and (sandbox is None or bool(args.ledger)),
                 ledger_path=Path(args.ledger) if args.ledger else None,
                 contacts_max_age=args.contacts_max_age * 3600,
+                create_contacts=args.create_contacts,
                 resolve=args.resolve,
                 only_rows=only_rows,
                 allow_duplicates=args.allow_duplicates,
@@ -422,7 +423,7 @@ def _parser() -> argparse.ArgumentParser:
 
     contacts = commands.add_parser("contacts", help="the local index of contacts")
     contacts_commands = contacts.add_subparsers(metavar="ACTION", required=True)
-    refresh = contacts_commands.add_parser("refresh", help="rebuild the external-id index now")
+    refresh = contacts_commands.add_parser("refresh", help="scan every contact into the index now")
     refresh.add_argument("--base-url", help="API base URL (as for run)")
     refresh.add_argument("--rate", default=DEFAULT_RATE, help="requests allowed (as for run)")
     refresh.add_argument("--ledger", metavar="PATH", help="the index lives beside this ledger")
@@ -511,6 +512,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=24.0,
         metavar="HOURS",
-        help="reuse the external-id index while younger than this (default 24)",
+        help="use the contact index's answers while younger than this (default 24)",
+    )
+    parser.add_argument(
+        "--create-contacts",
+        action="store_true",
+        help="create the contacts no one has the email of, as the mapping's contact: create: says",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -60,6 +60,7 @@ def decide_rows(chunk: MappedChunk) -> list[Outcome]:
     contact_ids = pa.array(block.contact_ids).to_pylist()  # an arrow array already: no copy
     valid = [i for i, status in enumerate(block.statuses) if status is Status.VALID]
     bodies = dict(zip(valid, chunk.bodies(valid), strict=True))
+    new_contacts = chunk.new_contact_list()
     outcomes = []
     for i, status in enumerate(block.statuses):
         outcome = Outcome(
@@ -69,6 +70,7 @@ def decide_rows(chunk: MappedChunk) -> list[Outcome]:
             key=keys[i],
             error=block.errors[i],
             warnings=list(block.warnings.get(i, ())),
+            new_contact=new_contacts[i],
         )
         if status is Status.VALID:
             outcome.payload, reasons = validate_payload(bodies[i])

@@ -118,6 +118,7 @@ class Mapper:
             errors=problems.errors,
             warnings=problems.warnings,
             keys=keys,
+            new_contacts=self._new_contacts(trimmed),
         )
 
     # -- per field, vectorised ------------------------------------------------------------
@@ -207,6 +208,13 @@ class Mapper:
         problems.errors_at(dict.fromkeys(_positions(blank).tolist(), f"key ({named}) is blank"))
         keys = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, " | ")
         return pc.if_else(blank, "", keys)
+
+    def _new_contacts(self, trimmed: dict[str, pa.Array]) -> dict[str, pa.Array] | None:
+        """The columns to create a missing contact from, if the mapping says how."""
+        create = self.mapping.contact.create
+        if create is None:
+            return None
+        return {name: trimmed[column] for name, column in create.columns().items()}
 
     def _skip_reasons(self, trimmed: dict[str, pa.Array], n: int) -> list[str]:
         reasons = [""] * n

@@ -208,16 +208,33 @@ ContactKind = Literal["id", "email", "external_id"]
 CONTACT_KINDS: tuple[ContactKind, ...] = ("id", "email", "external_id")
 
 
+class CreateSpec(_Strict):
+    """How to create a contact that no one has the email of (only with --create-contacts):
+    the columns of its first name, last name and (optionally) phone."""
+
+    first_name: str
+    last_name: str
+    phone: str | None = None
+
+    def columns(self) -> dict[str, str]:
+        """`NewContact` field -> column."""
+        named = {"first_name": self.first_name, "last_name": self.last_name, "phone": self.phone}
+        return {name: column for name, column in named.items() if column is not None}
+
+
 class ContactSpec(_Strict):
     """Which columns name the contact, tried in order (id, then email, then external_id).
 
     Write `contact: Contact ID` for a column of Givebutter contact ids, or a mapping of kinds
-    to columns: `contact: {id: GB ID, email: Email, external_id: Legacy ID}`.
+    to columns: `contact: {id: GB ID, email: Email, external_id: Legacy ID}`. With `email`,
+    `create: {first_name: First, last_name: Last, phone: Phone}` says how to create a
+    contact no one has the email of (and `--create-contacts` lets it happen).
     """
 
     id: str | None = None
     email: str | None = None
     external_id: str | None = None
+    create: CreateSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -230,6 +247,8 @@ class ContactSpec(_Strict):
     def _at_least_one(self) -> ContactSpec:
         if not self.lookups():
             raise ValueError("name at least one column: id, email or external_id")
+        if self.create is not None and self.email is None:
+            raise ValueError("create: needs an email column: contacts are created by email")
         return self
 
     def lookups(self) -> list[tuple[ContactKind, str]]:
@@ -309,6 +328,9 @@ class Mapping(_Strict):
         `contact → email`, `activity → subject → template`, `skip → 1 → column`."""
         uses = [(f"key → {n}", col) for n, col in enumerate(self.key, start=1)]
         uses += [(f"contact → {kind}", col) for kind, col in self.contact.lookups()]
+        if self.contact.create is not None:
+            created = self.contact.create.columns().items()
+            uses += [(f"contact → create → {name}", col) for name, col in created]
         for name, spec in self.activity.fields().items():
             uses.extend(spec.column_uses(f"activity → {name}"))
         uses.extend((f"skip → {n} → column", r.column) for n, r in enumerate(self.skip, start=1))

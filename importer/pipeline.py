@@ -87,6 +87,7 @@ class RunOptions:
     delete_missing: bool = False  # with `key:`: delete the activities of keys not in the input
     max_delete: DeleteLimit = field(default_factory=DeleteLimit)  # ...but never more than this
     max_failures: FailureLimit | None = None  # take no more rows after this many failed
+    create_contacts: bool = False  # create missing contacts as the mapping's `create:` says
     interruption: Interruption | None = None  # lets a caller stop the run (ctrl-c)
     on_start: Callable[[SourceTable], None] | None = None  # called once the header is read
     on_progress: Callable[[int], None] | None = None  # rows decided since the last call
@@ -136,7 +137,9 @@ async def refresh_contact_index(
     number of contacts in it."""
     index = index_path or contacts_index_beside(default_ledger_path())
     async with api_session(settings, api_key, on_notice=on_notice, session=session) as sender:
-        return await ContactResolver(sender, index_path=index, on_notice=on_notice).refresh_index()
+        resolver = ContactResolver(sender, index_path=index, on_notice=on_notice)
+        with contextlib.closing(resolver):
+            return await resolver.refresh_index()
 
 
 _T = TypeVar("_T")
@@ -202,11 +205,14 @@ async def _run(table: SourceTable, mapper: Mapper, report: Reporter, options: Ru
             index_path=options.contact_index,
             max_age=options.contacts_max_age,
             on_notice=options.on_notice,
+            create_contacts=options.create_contacts,
+            dry_run=options.dry_run,
         )
-        if options.dry_run and not reads_ledger:
-            await dry_run_resolving(table, mapper, report, options.only_rows, resolver)
-        else:
-            await _deliver(table, mapper, report, options, sender, resolver)
+        with contextlib.closing(resolver):
+            if options.dry_run and not reads_ledger:
+                await dry_run_resolving(table, mapper, report, options.only_rows, resolver)
+            else:
+                await _deliver(table, mapper, report, options, sender, resolver)
 
 
 def _open_checked(options: RunOptions) -> SourceTable:
@@ -214,6 +220,11 @@ def _open_checked(options: RunOptions) -> SourceTable:
         raise ConfigError("the results path is the input file; choose another results path")
     if options.summary_json is not None and options.summary_json.is_dir():
         raise ConfigError(f"the summary path {options.summary_json} is a folder")
+    if options.create_contacts and options.mapping.contact.create is None:
+        raise ConfigError(
+            "--create-contacts: the mapping does not say how (contact: {email: …, create:"
+            " {first_name: …, last_name: …}})"
+        )
     source = options.mapping.source
     table = open_table(
         options.input_path,

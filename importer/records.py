@@ -79,9 +79,21 @@ class MappedChunk:
     errors: dict[int, list[str]]  # position -> reasons (never a skipped position)
     warnings: dict[int, list[str]]  # position -> warnings (never a skipped position)
     keys: pa.Array | None = None  # text: each row's source key (`key:`), "" where blank
+    # `NewContact` field -> text, when the mapping says how to create a missing contact.
+    new_contacts: dict[str, pa.Array] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def new_contact_list(self) -> list[NewContact | None]:
+        """Each row's `NewContact` (None for all if the mapping creates no contacts)."""
+        if self.new_contacts is None:
+            return [None] * len(self.rows)
+        columns = {name: cells.to_pylist() for name, cells in self.new_contacts.items()}
+        return [
+            NewContact(**{name: cells[i] for name, cells in columns.items()})
+            for i in range(len(self.rows))
+        ]
 
     def bodies(self, positions: Iterable[int]) -> list[dict[str, str | None]]:
         """The payload fields of the rows at `positions`, as the mapping sets them."""
@@ -116,6 +128,16 @@ class MappedChunk:
 
 
 @dataclass(slots=True, frozen=True)
+class NewContact:
+    """What a row says of its person, for creating the contact if none has its email (the
+    mapping's `contact: {create: ...}`): trimmed text, "" where the row's cell is blank."""
+
+    first_name: str = ""
+    last_name: str = ""
+    phone: str = ""
+
+
+@dataclass(slots=True, frozen=True)
 class SendResult:
     """What the sender learned from the API about one row."""
 
@@ -140,8 +162,9 @@ class Outcome:
     contact: str = ""
     contact_id: int | None = None
     key: str = ""  # the source record's own id (`key:` in the mapping), if any
-    found_by: str = ""  # which key found the contact: id, email or external_id
+    found_by: str = ""  # which key found the contact: id, email, external_id or created
     payload: ActivityPayload | None = None
+    new_contact: NewContact | None = None  # how to create the contact, if the mapping says
     http_status: int | None = None
     activity_id: str | None = None
     attempts: int = 0

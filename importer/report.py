@@ -5,7 +5,8 @@ flushes every block so that a crash leaves everything decided so far on disk. Ce
 spreadsheet would run as a formula are neutralised (OWASP's rule: a leading `=`, `+`, `-`,
 `@`, tab or carriage return gets a `'` in front); what is sent to the API is unchanged.
 
-`Summary` counts outcomes by status and keeps the most common reasons; `exit_code()` turns
+`Summary` counts outcomes by status and keeps the most common reasons, grouped by kind
+(`importer.reasons`) with the first row of each as an example; `exit_code()` turns
 it into the number cron sees: 0 all rows created, valid or skipped; 1 some rows invalid or
 failed. (2 — the run could not start — and 130 — interrupted — are decided by the CLI.)
 """
@@ -27,6 +28,7 @@ from pyarrow import csv as pa_csv
 
 from importer.payload import FIELD_NAMES
 from importer.private_files import create_private_file
+from importer.reasons import example, kind_of
 from importer.records import Cells, Outcome, OutcomeBlock, Status, contact_as_written
 
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -182,7 +184,8 @@ class Summary:
 
     dry_run: bool
     counts: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)  # kind of reason -> rows
+    examples: dict[str, str] = field(default_factory=dict)  # kind -> its first row, shown
     started: float = field(default_factory=time.time)
     finished: float | None = None
     interrupted: bool = False
@@ -191,23 +194,25 @@ class Summary:
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         for outcome in outcomes:
-            self._count(outcome.status, outcome.error)
+            self._count(outcome.status, outcome.error, outcome.row)
 
     def add_block(self, block: OutcomeBlock) -> None:
         for status, rows in Counter(block.statuses).items():
             self.counts[status.value] += rows
         for pos in np.flatnonzero(np.asarray(block.errors, dtype=object) != ""):
             if block.statuses[pos] in (Status.INVALID, Status.FAILED):
-                self._count_reasons(block.errors[pos])
+                self._count_reasons(block.errors[pos], block.rows[pos])
 
-    def _count(self, status: Status, error: str) -> None:
+    def _count(self, status: Status, error: str, row: int) -> None:
         self.counts[status.value] += 1
         if error and status in (Status.INVALID, Status.FAILED):
-            self._count_reasons(error)
+            self._count_reasons(error, row)
 
-    def _count_reasons(self, error: str) -> None:
+    def _count_reasons(self, error: str, row: int | None) -> None:
         for reason in error.split("; "):
-            self.reasons[_reason_kind(reason)] += 1
+            kind, value = kind_of(reason)
+            self.reasons[kind] += 1
+            self.examples.setdefault(kind, example(value, row))
 
     @property
     def rows(self) -> int:
@@ -235,7 +240,10 @@ class Summary:
                 for s in Status
                 if s in ALWAYS_COUNTED or self.counts[s.value]
             },
-            "top_reasons": [{"reason": r, "rows": n} for r, n in self.reasons.most_common(5)],
+            "top_reasons": [
+                {"reason": r, "rows": n, "example": self.examples.get(r, "")}
+                for r, n in self.reasons.most_common(5)
+            ],
             "started_at": _iso(self.started),
             "finished_at": _iso(self.finished) if self.finished else None,
             "seconds": round(self.seconds(), 3),
@@ -255,7 +263,10 @@ class Summary:
         ]
         if self.reasons:
             lines.append("most common reasons:")
-            lines += [f"  {n:>7,} × {reason}" for reason, n in self.reasons.most_common(5)]
+            lines += [
+                f"  {n:>7,} × {reason} (e.g. {self.examples[reason]})"
+                for reason, n in self.reasons.most_common(5)
+            ]
         if self.results_path:
             lines.append(f"results: {self.results_path}")
         if self.interrupted:
@@ -293,14 +304,6 @@ def write_summary_json(summary: Summary, path: str | Path, *, overwrite: bool = 
     with create_private_file(Path(path), overwrite=overwrite) as out:
         json.dump(summary.as_dict(), out, indent=2)
         out.write("\n")
-
-
-def _reason_kind(reason: str) -> str:
-    """Group reasons that differ only by the quoted value: "occurred_at ('x') does not..."."""
-    start, end = reason.find("('"), reason.find("')")
-    if 0 <= start < end:
-        return reason[:start] + reason[end + 2 :].lstrip()
-    return reason
 
 
 def _iso(timestamp: float) -> str:

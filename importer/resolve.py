@@ -2,86 +2,97 @@
 
 A key is what the mapper puts in `MappedRow.contact`: a bare number (a Givebutter contact
 id), `email:VALUE` or `external_id:VALUE`. `ContactResolver.resolve_many(keys)` gives one
-`Resolution` per distinct key: the contact id and the kind of key that found it, or a plain
-one-line error naming the key's kind and value.
+`Resolution` per distinct key: the contact id and how it was found (`found_by`: `id`,
+`email`, `external_id`, `created`), or a plain one-line error naming the key's kind and
+value. `resolve_contacts(outcomes, resolver)` does it for a chunk's rows.
 
 What is promised
-- A bare id resolves to itself without a request (`found_by` "id"); the POST tells whether
-  the contact exists.
-- An email is trimmed and lower-cased; a blank one, or one that does not look like an address
-  (no `@` with something on each side, or a space inside), is an error without a request.
-  Each distinct email is looked up once per resolver (one resolver per run: the cache lives
-  as long as it does), with `GET /v1/contacts?email=...` through the run's `Sender`, so the
-  lookups share the rate limit and the retry policy of the POSTs. A listed contact counts as
-  a match only if one of its addresses (`emails[].value`, `primary_email`) equals the email,
-  ignoring case: a loose filter on the API's side cannot make a wrong match.
+- A bare id resolves to itself without a request; the POST tells whether it exists.
+- An email is trimmed and compared ignoring case (the rest as written); a blank one, or one
+  that does not look like an address, is an error without a request. A listed contact
+  matches only if one of its addresses (`emails[].value`, `primary_email`) is the email: a
+  loose filter on the API's side cannot make a wrong match.
 - An external id is trimmed and compared exactly (case matters: it is another system's
-  key). It is found in a local index of every contact's `external_id` and `external_ids[]`,
-  built by paging `GET /v1/contacts?per_page=100` along `links.next`. The index is built
-  only when an external id is first asked for, at most once per resolver, and kept in a
-  SQLite file (`index_path`, created 0600 in a directory created 0700) with its build time;
-  a later resolver reuses the file while it is younger than `max_age` seconds, else
-  rebuilds it. Without `index_path`, the index lives in memory for this resolver only.
-- Never a guess: several contacts with the key is an error naming their ids; so is no
-  contact. An archived contact (`archived_at` set) is an error too ("contact 10050 (email x)
-  is archived"): the API answers 403 to any activity for it, so the POST would only waste a
-  request.
-- A lookup that gets no usable answer (the retries are used up, a 5xx, an odd 4xx) is an
-  error for that key only, saying what happened. `AuthError` (a 401) propagates: nothing
-  more can be done with that key. An index that cannot be built raises `ImporterError`: the
-  run cannot resolve what it was asked to.
+  key), against every contact's `external_id` and each `external_ids[].external_id`.
+- **The fewest requests.** Answers come first from the account's contact index
+  (`importer.contact_index`: one file per account, beside the ledger), while younger than
+  `max_age`: a re-run makes no contact read. For what it does not answer, the resolver
+  plans: external ids need a scan of every contact (the API has no filter by external id);
+  emails are looked up one by one (`GET /contacts?email=`) or found by one scan
+  (`GET /contacts?per_page=100`, every page), whichever takes fewer requests. The count of
+  contacts comes from the sender's key check (`meta.total`) or, failing that, from one
+  `per_page=1` page. Across the chunks of one run it is the ski-rental rule: emails are
+  looked up until the lookups made and to make would reach the pages of a scan, then one
+  scan answers everything, so a run never makes more than twice the reads it needs. Every
+  answer (a scan's, a lookup's, a creation's) goes into the index with its time.
+- Never a guess: several contacts with the key is an error naming their ids; so is none. An
+  archived contact is an error ("contact 10050 (email x) is archived"): the API answers 403
+  to any activity for it.
+- **Creating missing contacts** (opt-in twice: the mapping's `contact: {create: ...}` gives a
+  row's `NewContact`, and `create_contacts=True`, the CLI's `--create-contacts`). An email
+  with no contact at all (an archived one is not "no contact") gets one
+  `POST /contacts` with the first row's first and last name (both required) and phone;
+  `found_by` is `created`. With `dry_run`, nothing is posted: the row says `would create
+  contact`. Exactly once, even across a kill -9: the index records, durably, that the
+  creation began before the POST goes out, and the answer before the id is used. An email
+  whose creation began and whose answer was not recorded is answered by nothing older: it
+  is looked up again (or scanned) before anything is created, and Givebutter's own
+  de-duplication (same first + last name with the same email gives back the contact
+  already there) covers a contact that a lookup cannot see yet.
+- A lookup or creation that gets no usable answer is an error for that key only, saying
+  what happened. `AuthError` (a 401) propagates. A scan that fails raises `ImporterError`.
 
 What is not promised
-- The index knows the contacts as they were when it was built: a contact created or given
-  an external id since is "not found" until the index is refreshed (`refresh_index()`, the
-  `contacts refresh` command, or a smaller `max_age`).
-- The index file does not know which account it came from: keep one per account (beside
-  the ledger, which has the same rule).
-- Overlapping `resolve_many` calls on one resolver are correct but may look the same email
-  up twice; calls one after another share the cache.
+- The index knows the contacts as they were when it learnt them: a contact created or given
+  an external id since is "not found" until the answer is older than `max_age`, or the index
+  is refreshed (`refresh_index()`, `contacts refresh`).
+- Overlapping `resolve_many` calls on one resolver are correct but may ask twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sqlite3
+import math
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from contextlib import closing
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from importer.errors import ConfigError, ImporterError
+from importer.contact_index import (
+    Account,
+    ContactIndex,
+    ContactMatch,
+    IndexedContact,
+    KeyKind,
+    addresses,
+    match_of,
+    normalise_email,
+    open_index,
+)
+from importer.errors import ImporterError
 from importer.payload import CONTACT_ID_PATTERN
-from importer.records import Outcome, Status
+from importer.records import NewContact, Outcome, Status
 from importer.send import ApiResponse, RequestFailed, Sender
 
 EMAIL_PREFIX = "email:"
 EXTERNAL_ID_PREFIX = "external_id:"
 DEFAULT_MAX_AGE = 86400.0  # seconds: a day
 PAGE_SIZE = 100  # the API's largest page
-
-# PRAGMA application_id of an index file ("GBCI"): tells our file from any other SQLite file.
-_APPLICATION_ID = 0x47424349
-_SCHEMA_VERSION = 1
-_SCHEMA = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE external_ids (value TEXT NOT NULL, contact_id INTEGER NOT NULL,"
-    " archived INTEGER NOT NULL, PRIMARY KEY (value, contact_id)) WITHOUT ROWID",
-)
+CREATED = "created"  # `found_by` of a contact made by this run
 
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    """What became of one contact key: the contact id and the kind of key that found it
-    (`id`, `email`, `external_id`), or no id and a one-line `error`."""
+    """What became of one contact key: the contact id and how it was found, or no id and a
+    one-line `error`. In a dry run that would create the contact: no id, no error, and
+    `would_create` saying so."""
 
     contact_id: int | None
     error: str = ""
     found_by: str = ""
+    would_create: str = ""
 
     @property
     def ok(self) -> bool:
@@ -89,30 +100,28 @@ class Resolution:
         return self.contact_id is not None
 
 
-@dataclass(frozen=True, slots=True)
-class ContactMatch:
-    """A contact that carries the key looked for: its id, and whether it is archived."""
-
-    id: int
-    archived: bool
-
-
-@dataclass(slots=True)
-class ContactIndex:
-    """Contacts by external id (from `external_id` and every `external_ids[]` entry)."""
-
-    built_at: float  # time.time() when the listing began
-    contacts: int = 0  # how many contacts were listed
-    by_external_id: dict[str, list[ContactMatch]] = field(default_factory=dict)
-
-    def add(self, contact: Mapping[str, Any], contact_id: int) -> None:
-        """Index one listed contact under each of its external ids."""
-        match = ContactMatch(contact_id, contact.get("archived_at") is not None)
-        self.contacts += 1
-        for value in _external_ids(contact):
-            matches = self.by_external_id.setdefault(value, [])
-            if match not in matches:
-                matches.append(match)
+async def resolve_contacts(outcomes: list[Outcome], resolver: ContactResolver) -> None:
+    """Give each valid row that names its contact by email or external id its contact id,
+    or make it invalid with the reason (a dry run's would-be creation stays valid, with a
+    warning). One request per distinct key at most."""
+    pending = [o for o in outcomes if o.status is Status.VALID and o.contact_id is None]
+    if not pending:
+        return
+    new_contacts: dict[str, NewContact] = {}
+    for outcome in pending:
+        if outcome.new_contact is not None:
+            new_contacts.setdefault(outcome.contact, outcome.new_contact)  # the first row's
+    found = await resolver.resolve_many(
+        [o.contact for o in pending], new_contacts=new_contacts or None
+    )
+    for outcome in pending:
+        resolution = found[outcome.contact]
+        if resolution.contact_id is not None:
+            outcome.contact_id, outcome.found_by = resolution.contact_id, resolution.found_by
+        elif resolution.would_create:
+            outcome.warnings.append(resolution.would_create)
+        else:
+            outcome.status, outcome.error = Status.INVALID, resolution.error
 
 
 class ContactResolver:
@@ -125,131 +134,192 @@ class ContactResolver:
         index_path: Path | None,
         max_age: float = DEFAULT_MAX_AGE,
         on_notice: Callable[[str], None] | None = None,
+        create_contacts: bool = False,
+        dry_run: bool = False,
     ) -> None:
-        """`index_path`: the external-id index file (None: in memory, for this resolver
-        only). `max_age`: seconds an index file is reused before it is rebuilt (0: always
-        rebuilt). `on_notice`: told, in one line each, when the index is built or reused."""
+        """`index_path`: the account's contact index (None: in memory, for this resolver
+        only). `max_age`: seconds an answer in the index is used (0: never).
+        `on_notice`: told, in one line each, what the index and the plan are.
+        `create_contacts`: create the missing contacts rows say how to create (with
+        `dry_run`, only say so)."""
         self._sender = sender
         self._index_path = Path(index_path) if index_path is not None else None
         self._max_age = max_age
         self._notice = on_notice or (lambda _message: None)
-        self._emails: dict[str, Resolution] = {}
+        self._create = create_contacts
+        self._dry_run = dry_run
         self._index: ContactIndex | None = None
-        self._index_lock = asyncio.Lock()
+        self._lock = asyncio.Lock()
+        self._known: dict[tuple[KeyKind, str], list[ContactMatch]] = {}  # learnt this run
+        # Emails settled otherwise than by their contacts: a lookup that failed, a creation.
+        self._settled: dict[str, Resolution] = {}
+        self._told_all_known = False
+        self._scanned = False  # a scan was made by this resolver
+        self._lookups = 0  # emails looked up one by one by this resolver
+        self._total: int | None = None  # contacts in the account, once asked
 
     async def resolve_many(
-        self, keys: Iterable[str], *, concurrency: int = 8
+        self,
+        keys: Iterable[str],
+        *,
+        concurrency: int = 8,
+        new_contacts: Mapping[str, NewContact] | None = None,
     ) -> dict[str, Resolution]:
-        """One `Resolution` per distinct key, keyed as given. Emails not yet in the cache
-        are looked up by `concurrency` workers; the index is built or loaded if an external
-        id is among the keys. Raises `AuthError` on a 401, `ImporterError` if the index
-        cannot be built."""
+        """One `Resolution` per distinct key, keyed as given. `new_contacts`: for email keys,
+        how to create the contact if none has the email. Raises `AuthError` on a 401,
+        `ImporterError` if a needed scan fails."""
         distinct = list(dict.fromkeys(keys))
-        emails = [_email_of(key) for key in distinct if key.startswith(EMAIL_PREFIX)]
-        await self._look_up_emails([e for e in emails if _email_problem(e) is None], concurrency)
-        if any(key.startswith(EXTERNAL_ID_PREFIX) for key in distinct):
-            await self._ensure_index()
-        return {key: self._resolve_known(key) for key in distinct}
+        emails = {k: _email_of(k) for k in distinct if k.startswith(EMAIL_PREFIX)}
+        emails = {k: e for k, e in emails.items() if _email_problem(e) is None}
+        external = {k: _external_id_of(k) for k in distinct if k.startswith(EXTERNAL_ID_PREFIX)}
+        external = {k: v for k, v in external.items() if v}
+        if emails or external:
+            async with self._lock:
+                await self._learn(set(emails.values()), set(external.values()), concurrency)
+                creating: dict[str, NewContact] = {}
+                for key, new in (new_contacts or {}).items():
+                    if key in emails:  # the first key of an email says how to make it
+                        creating.setdefault(emails[key], new)
+                await self._create_missing(creating, concurrency)
+        return {key: self._resolve_known(key, new_contacts or {}) for key in distinct}
 
     async def refresh_index(self) -> int:
-        """Rebuild the external-id index now (and save it, with an `index_path`); give how
-        many contacts were listed. Raises `ImporterError` if the listing fails."""
-        async with self._index_lock:
-            self._index = await self._build_index()
-        return self._index.contacts
+        """Scan every contact into the index now; give how many were listed. Raises
+        `ImporterError` if the listing fails."""
+        async with self._lock:
+            await self._scan()
+        return self._opened().scanned_contacts()
 
-    # -- one key, once its lookups are done ----------------------------------------------
+    # -- learning what the keys are --------------------------------------------------------
 
-    def _resolve_known(self, key: str) -> Resolution:
-        if CONTACT_ID_PATTERN.fullmatch(key):
-            return Resolution(int(key), found_by="id")
-        if key.startswith(EMAIL_PREFIX):
-            email = _email_of(key)
-            problem = _email_problem(email)
-            return Resolution(None, problem) if problem else self._emails[email]
-        if key.startswith(EXTERNAL_ID_PREFIX):
-            return self._by_external_id(key.removeprefix(EXTERNAL_ID_PREFIX).strip())
-        if not key.strip():
-            return Resolution(None, "contact is blank")
-        return Resolution(
-            None, f"contact {key} is not a contact id (a number), email:... or external_id:..."
-        )
+    async def _learn(self, emails: set[str], external: set[str], concurrency: int) -> None:
+        index = self._opened()
+        emails_todo = self._from_index("email", emails)
+        external_todo = self._from_index("external_id", external)
+        asked = len(emails) + len(external)
+        if asked and not emails_todo and not external_todo and not self._told_all_known:
+            self._told_all_known = True
+            scanned = index.scanned_at()
+            age = f" (scanned {_duration(time.time() - scanned)} ago)" if scanned else ""
+            self._notice(f"contact index reused{age}: all {asked:,} keys answered, no request")
+        # External ids have no filter: only a scan finds them, and it answers the emails too.
+        if external_todo or (emails_todo and await self._scan_is_cheaper(len(emails_todo))):
+            await self._scan()
+        elif emails_todo:
+            await self._look_up_emails(sorted(emails_todo), concurrency)
+        if self._scanned:  # answers everything not yet known
+            todo: tuple[tuple[KeyKind, set[str]], ...] = (
+                ("email", emails_todo),
+                ("external_id", external_todo),
+            )
+            for kind, values in todo:
+                found = index.answers(kind, values, max_age=math.inf)
+                self._known.update(((kind, value), m) for value, m in found.items())
 
-    def _by_external_id(self, value: str) -> Resolution:
-        if not value:
-            return Resolution(None, "external_id is blank")
-        assert self._index is not None  # resolve_many built or loaded it
-        return _verdict("external_id", value, self._index.by_external_id.get(value, []))
+    def _from_index(self, kind: KeyKind, values: set[str]) -> set[str]:
+        """Take what the index answers into `_known`; give the values it does not answer."""
+        todo = {v for v in values if (kind, v) not in self._known and v not in self._settled}
+        if todo:
+            age = math.inf if self._scanned else self._max_age
+            found = self._opened().answers(kind, todo, max_age=age)
+            self._known.update(((kind, value), matches) for value, matches in found.items())
+            todo -= found.keys()
+        return todo
 
-    # -- emails ----------------------------------------------------------------------------
+    async def _scan_is_cheaper(self, emails: int) -> bool:
+        """Whether one scan costs no more requests than looking these emails up (with the
+        lookups this resolver already made: the ski-rental rule, see the module doc)."""
+        if emails + self._lookups < 2:
+            return False  # one lookup is never dearer than a scan
+        if self._total is None and self._sender.key_check is None and emails <= 2:
+            return False  # asking the count would cost as much as it could save
+        total = await self._contacts_total()
+        if total is None:
+            return False
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        cheaper = pages <= emails + self._lookups
+        if cheaper:
+            self._notice(
+                f"contacts: {emails:,} emails to find among {total:,} contacts: one scan of"
+                f" {pages:,} pages rather than {emails:,} lookups"
+            )
+        else:
+            self._notice(
+                f"contacts: looking up {emails:,} emails one by one"
+                f" (a scan of {total:,} contacts would take {pages:,} requests)"
+            )
+        return cheaper
+
+    async def _contacts_total(self) -> int | None:
+        """How many contacts the account has: from the key check, else one small page."""
+        if self._total is None and self._sender.key_check is not None:
+            self._total = _total_of(self._sender.key_check)
+        if self._total is None:
+            try:
+                answer = await self._sender.request("GET", "/contacts", params={"per_page": "1"})
+            except RequestFailed:
+                return None
+            self._total = _total_of(answer)
+        return self._total
+
+    # -- emails one by one -----------------------------------------------------------------
 
     async def _look_up_emails(self, emails: list[str], concurrency: int) -> None:
-        todo = [email for email in dict.fromkeys(emails) if email not in self._emails]
-        shared = iter(todo)
+        shared = iter(emails)
+        answers: dict[str, list[ContactMatch]] = {}
 
         async def worker() -> None:
             for email in shared:  # the workers share one iterator: each email goes to one
-                self._emails[email] = await self._look_up_email(email)
+                found = await self._look_up_email(email)
+                if isinstance(found, list):
+                    answers[email] = self._known["email", email] = found
+                else:
+                    self._settled[email] = Resolution(None, found)  # an error, not an answer
 
-        await _run_workers(worker, min(max(1, concurrency), len(todo)))
+        self._lookups += len(emails)
+        try:
+            await _run_workers(worker, min(max(1, concurrency), len(emails)))
+        finally:
+            if answers:
+                self._opened().record_lookups(answers)
 
-    async def _look_up_email(self, email: str) -> Resolution:
+    async def _look_up_email(self, email: str) -> list[ContactMatch] | str:
+        """The contacts with `email`, or why they could not be listed."""
         params = {"email": email, "per_page": str(PAGE_SIZE)}
         try:
             answer = await self._sender.request("GET", "/contacts", params=params)
         except RequestFailed as failure:
-            return Resolution(None, f"could not look up email {email}: {failure.reason}")
+            return f"could not look up email {email}: {failure.reason}"
         page = _page(answer)
         if page is None:
-            return Resolution(None, f"could not look up email {email}: {_answer_words(answer)}")
+            return f"could not look up email {email}: {_answer_words(answer)}"
         contacts, next_url = page
-        matches = [m for c in contacts if _has_email(c, email) and (m := _match(c)) is not None]
+        matches = [m for c in contacts if email in addresses(c) and (m := match_of(c))]
         if next_url and len(matches) < 2:
             # More than a page listed for one address: the filter was not exact, and the
             # match may be on a page not read. Say so rather than guess.
-            return Resolution(
-                None, f"email {email}: the API listed more than {PAGE_SIZE} contacts for it"
-            )
-        return _verdict("email", email, matches)
+            return f"email {email}: the API listed more than {PAGE_SIZE} contacts for it"
+        return matches
 
-    # -- the external-id index -------------------------------------------------------------
+    # -- one scan of every contact ----------------------------------------------------------
 
-    async def _ensure_index(self) -> None:
-        async with self._index_lock:
-            if self._index is None:
-                self._index = self._load_fresh_index() or await self._build_index()
-
-    def _load_fresh_index(self) -> ContactIndex | None:
-        if self._index_path is None or not self._index_path.exists():
-            return None
-        index = load_index(self._index_path)
-        if index is None:
-            return None
-        age = time.time() - index.built_at
-        if not 0 <= age < self._max_age:
-            return None
-        self._notice(
-            f"contact index: {index.contacts} contacts, built {_duration(age)} ago, reused"
-        )
-        return index
-
-    async def _build_index(self) -> ContactIndex:
-        self._notice("building the contact index (listing every contact)...")
-        index = ContactIndex(built_at=time.time())
+    async def _scan(self) -> None:
+        self._notice("contacts: listing every contact into the contact index...")
+        began = time.time()
+        listed: list[IndexedContact] = []  # only what the index needs: full contacts add up
         skipped = 0
         async for contacts in self._contact_pages():
             for contact in contacts:
-                contact_id = _contact_id(contact)
-                if contact_id is None:
+                indexed = IndexedContact.of(contact)
+                if indexed is None:
                     skipped += 1
                 else:
-                    index.add(contact, contact_id)
+                    listed.append(indexed)
         if skipped:
             self._notice(f"contact index: {skipped} contacts without a numeric id left out")
-        if self._index_path is not None:
-            save_index(self._index_path, index)
-        self._notice(f"contact index: {index.contacts} contacts listed")
-        return index
+        count = self._opened().replace_with_scan(listed, began)
+        self._scanned = True
+        self._notice(f"contact index: {count:,} contacts listed")
 
     async def _contact_pages(self) -> AsyncIterator[list[Any]]:
         """Each page of `GET /contacts`, following `links.next` until it is null."""
@@ -258,7 +328,7 @@ class ContactResolver:
         while params is not None:
             marker = tuple(sorted(params.items()))
             if marker in seen:
-                raise ImporterError("cannot build the contact index: the API's pages loop")
+                raise ImporterError("cannot list the contacts: the API's pages loop")
             seen.add(marker)
             contacts, next_url = await self._contact_page(params)
             yield contacts
@@ -268,100 +338,119 @@ class ContactResolver:
         try:
             answer = await self._sender.request("GET", "/contacts", params=params)
         except RequestFailed as failure:
-            raise ImporterError(f"cannot build the contact index: {failure.reason}") from None
+            raise ImporterError(f"cannot list the contacts: {failure.reason}") from None
         page = _page(answer)
         if page is None:
-            raise ImporterError(
-                f"cannot build the contact index: GET /contacts {_answer_words(answer)}"
-            )
+            raise ImporterError(f"cannot list the contacts: GET /contacts {_answer_words(answer)}")
         return page
 
+    # -- creating the missing ----------------------------------------------------------------
 
-# -- the index file ----------------------------------------------------------------------
+    async def _create_missing(self, wanted: Mapping[str, NewContact], concurrency: int) -> None:
+        """POST a contact for each email with no contact at all, if asked to and able to."""
+        todo = [
+            email
+            for email, new in wanted.items()
+            if self._known.get(("email", email)) == []
+            and email not in self._settled
+            and self._create
+            and not self._dry_run
+            and not _missing_names(new)
+        ]
+        if not todo:
+            return
+        self._notice(f"contacts: creating {len(todo):,} contacts (POST /contacts)")
+        index = self._opened()
+        index.begin_creations(todo)  # on disk before any POST goes out
+        shared = iter(todo)
 
+        async def worker() -> None:
+            for email in shared:
+                resolution, answered, refused = await self._create_one(email, wanted[email])
+                if answered is not None:  # on disk before the id is used
+                    index.record_lookups({email: answered})
+                    self._known["email", email] = answered
+                elif refused:  # it surely did not happen: nothing to look for next time
+                    index.end_creations([email])
+                self._settled[email] = resolution
 
-def save_index(path: Path, index: ContactIndex) -> None:
-    """Write `index` to the file at `path` in one transaction, replacing what it held.
-    Creates the file 0600 (its directory 0700) if missing. Raises `ConfigError` if the file
-    cannot be written or is not a contact index."""
-    rows = [
-        (value, match.id, int(match.archived))
-        for value, matches in index.by_external_id.items()
-        for match in matches
-    ]
-    with closing(_open_index(path)) as db:
+        await _run_workers(worker, min(max(1, concurrency), len(todo)))
+
+    async def _create_one(
+        self, email: str, new: NewContact
+    ) -> tuple[Resolution, list[ContactMatch] | None, bool]:
+        """POST one contact: its resolution, what the index should now hold for the email
+        (None if nothing was learnt), and whether the API surely created nothing."""
+        body = {"first_name": new.first_name, "last_name": new.last_name, "email": email}
+        if new.phone:
+            body["phone"] = new.phone
+        cannot = f"could not create a contact for email {email}"
         try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM meta")
-            db.execute("DELETE FROM external_ids")
-            db.executemany("INSERT INTO external_ids VALUES (?, ?, ?)", rows)
-            meta = {"built_at": repr(index.built_at), "contacts": str(index.contacts)}
-            db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-            db.execute("COMMIT")
-        except sqlite3.Error as error:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise ConfigError(f"cannot write the contact index {path}: {error}") from None
+            answer = await self._sender.request("POST", "/contacts", json=body)
+        except RequestFailed as failure:
+            return Resolution(None, f"{cannot}: {failure.reason}"), None, not failure.ambiguous
+        resource = answer.json_body
+        if isinstance(resource, dict) and "id" not in resource and "data" in resource:
+            resource = resource["data"]  # tolerate a wrapped resource
+        match = match_of(resource) if answer.ok and isinstance(resource, dict) else None
+        if match is None:
+            refused = not answer.ok and not answer.ambiguous
+            return Resolution(None, f"{cannot}: {_answer_words(answer)}"), None, refused
+        if match.archived:  # Givebutter's de-duplication gave back an archived contact
+            archived = f"contact {match.id} (email {email}) is archived"
+            return Resolution(None, archived), [match], False
+        return Resolution(match.id, found_by=CREATED), [match], False
 
+    # -- one key, once its lookups are done ----------------------------------------------
 
-def load_index(path: Path) -> ContactIndex | None:
-    """The index stored at `path`, or None if it holds none yet. Raises `ConfigError` if
-    the file is not a contact index."""
-    with closing(_open_index(path)) as db:
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        if "built_at" not in meta:
-            return None
-        index = ContactIndex(built_at=float(meta["built_at"]), contacts=int(meta["contacts"]))
-        for value, contact_id, archived in db.execute("SELECT * FROM external_ids"):
-            index.by_external_id.setdefault(value, []).append(
-                ContactMatch(contact_id, bool(archived))
+    def _resolve_known(self, key: str, new_contacts: Mapping[str, NewContact]) -> Resolution:
+        if CONTACT_ID_PATTERN.fullmatch(key):
+            return Resolution(int(key), found_by="id")
+        if key.startswith(EMAIL_PREFIX):
+            email = _email_of(key)
+            problem = _email_problem(email)
+            if problem:
+                return Resolution(None, problem)
+            return self._by_email(email, new_contacts.get(key))
+        if key.startswith(EXTERNAL_ID_PREFIX):
+            value = _external_id_of(key)
+            if not value:
+                return Resolution(None, "external_id is blank")
+            return _verdict("external_id", value, self._known["external_id", value])
+        if not key.strip():
+            return Resolution(None, "contact is blank")
+        return Resolution(
+            None, f"contact {key} is not a contact id (a number), email:... or external_id:..."
+        )
+
+    def _by_email(self, email: str, new: NewContact | None) -> Resolution:
+        if email in self._settled:
+            return self._settled[email]
+        matches = self._known["email", email]
+        verdict = _verdict("email", email, matches)
+        if matches or new is None:
+            return verdict
+        if missing := _missing_names(new):
+            return Resolution(None, f"{verdict.error}, and none can be made: its {missing}")
+        if not self._create:
+            return Resolution(
+                None, f"{verdict.error} (the mapping can create it: add --create-contacts)"
             )
-    return index
+        return Resolution(None, would_create=f"would create contact ({verdict.error})")
 
+    def _opened(self) -> ContactIndex:
+        if self._index is None:
+            account = Account(self._sender.base_url, self._sender.key_fingerprint)
+            self._index, why = open_index(self._index_path, account)
+            if why:
+                self._notice(why)
+        return self._index
 
-def _open_index(path: Path) -> sqlite3.Connection:
-    """Open (creating if need be) the index file, with its schema in place."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass  # an existing file keeps the mode its owner gave it
-    except OSError as error:
-        raise ConfigError(f"cannot create the contact index {path}: {error.strerror}") from None
-    else:
-        os.fchmod(fd, 0o600)  # whatever the umask; SQLite gives its journal the same mode
-        os.close(fd)
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        _prepare_schema(db, path)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _prepare_schema(db: sqlite3.Connection, path: Path) -> None:
-    """Create the schema in a new file, recreate it in an index of another version, and
-    refuse any other SQLite file (it is not ours to overwrite)."""
-    not_ours = ConfigError(f"{path} is not a contact index; give another path")
-    try:
-        application_id = db.execute("PRAGMA application_id").fetchone()[0]
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    except sqlite3.DatabaseError:
-        raise not_ours from None
-    if application_id == _APPLICATION_ID and version == _SCHEMA_VERSION:
-        return
-    if application_id not in (0, _APPLICATION_ID) or (application_id == 0 and tables):
-        raise not_ours
-    db.execute("BEGIN IMMEDIATE")
-    for table in tables:  # an index of another version: it is only a cache
-        db.execute(f'DROP TABLE "{table}"')
-    for statement in _SCHEMA:
-        db.execute(statement)
-    db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
-    db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-    db.execute("COMMIT")
+    def close(self) -> None:
+        """Close the index (a resolver is not used after)."""
+        if self._index is not None:
+            self._index.close()
+            self._index = None
 
 
 # -- reading the API's answers ----------------------------------------------------------
@@ -375,6 +464,16 @@ def _page(answer: ApiResponse) -> tuple[list[Any], str | None] | None:
     links = body.get("links")
     next_url = links.get("next") if isinstance(links, dict) else None
     return [c for c in body["data"] if isinstance(c, dict)], next_url or None
+
+
+def _total_of(answer: ApiResponse) -> int | None:
+    """`meta.total` of a list page: how many there are in all (None if it does not say)."""
+    body = answer.json_body
+    meta = body.get("meta") if answer.ok and isinstance(body, dict) else None
+    total = meta.get("total") if isinstance(meta, dict) else None
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        return total
+    return None
 
 
 def _next_params(next_url: str | None) -> dict[str, str] | None:
@@ -391,47 +490,7 @@ def _answer_words(answer: ApiResponse) -> str:
     said = answer.message()
     if not answer.ok:
         return f"the API answered {answer.status}" + (f" ({said})" if said else "")
-    return f"the API answered {answer.status} with something other than a list of contacts"
-
-
-def _contact_id(contact: Mapping[str, Any]) -> int | None:
-    """A contact's id as an int (the API may give it as a number or a string)."""
-    value = contact.get("id")
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str) and CONTACT_ID_PATTERN.fullmatch(value.strip()):
-        return int(value)
-    return None
-
-
-def _match(contact: Mapping[str, Any]) -> ContactMatch | None:
-    contact_id = _contact_id(contact)
-    if contact_id is None:
-        return None
-    return ContactMatch(contact_id, contact.get("archived_at") is not None)
-
-
-def _has_email(contact: Mapping[str, Any], email: str) -> bool:
-    return email in set(_addresses(contact))
-
-
-def _addresses(contact: Mapping[str, Any]) -> Iterator[str]:
-    emails = contact.get("emails")
-    for entry in emails if isinstance(emails, list) else []:
-        value = entry.get("value") if isinstance(entry, dict) else None
-        if isinstance(value, str):
-            yield value.strip().lower()
-    primary = contact.get("primary_email")
-    if isinstance(primary, str):
-        yield primary.strip().lower()
-
-
-def _external_ids(contact: Mapping[str, Any]) -> list[str]:
-    """`external_id` and every entry of `external_ids[]`, trimmed, blanks left out."""
-    listed = contact.get("external_ids")
-    values = [contact.get("external_id"), *(listed if isinstance(listed, list) else [])]
-    found = (str(v).strip() for v in values if isinstance(v, str | int) and not isinstance(v, bool))
-    return list(dict.fromkeys(v for v in found if v))
+    return f"the API answered {answer.status} with something other than contacts"
 
 
 # -- words -------------------------------------------------------------------------------
@@ -451,26 +510,38 @@ def _verdict(kind: str, value: str, matches: list[ContactMatch]) -> Resolution:
     return Resolution(match.id, found_by=kind)
 
 
+def _missing_names(new: NewContact) -> str:
+    """What a row lacks to create its contact ('' if nothing)."""
+    blank = [name for name in ("first_name", "last_name") if not getattr(new, name)]
+    return " and ".join(f"{name.replace('_', ' ')}" for name in blank) + (
+        " is blank" if len(blank) == 1 else " are blank" if blank else ""
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{max(0.0, seconds):.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"
+
+
 def _email_of(key: str) -> str:
-    return key.removeprefix(EMAIL_PREFIX).strip().lower()
+    return normalise_email(key.removeprefix(EMAIL_PREFIX))
+
+
+def _external_id_of(key: str) -> str:
+    return key.removeprefix(EXTERNAL_ID_PREFIX).strip()
 
 
 def _email_problem(email: str) -> str | None:
-    """Why `email` (trimmed, lower-cased) cannot be looked up, or None if it can."""
+    """Why `email` (normalised) cannot be looked up, or None if it can."""
     if not email:
         return "email is blank"
     local, at, domain = email.rpartition("@")
     if not at or not local or not domain or any(ch.isspace() for ch in email):
         return f"email {email} is not an email address"
     return None
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.0f} h"
 
 
 async def _run_workers(worker: Callable[[], Any], count: int) -> None:
@@ -488,18 +559,3 @@ def given_contact_id(key: str) -> int | None:
     """The Givebutter contact id a key names outright (a bare number), or None for a key
     to look up (`email:…`, `external_id:…`) or a blank one."""
     return int(key) if key and ":" not in key else None
-
-
-async def resolve_contacts(outcomes: list[Outcome], resolver: ContactResolver) -> None:
-    """Give each valid row that names its contact by email or external id its contact id,
-    or make it invalid with the reason. One request per distinct key at most."""
-    pending = [o for o in outcomes if o.status is Status.VALID and o.contact_id is None]
-    if not pending:
-        return
-    found = await resolver.resolve_many({o.contact for o in pending})
-    for outcome in pending:
-        resolution = found[outcome.contact]
-        if resolution.contact_id is not None:
-            outcome.contact_id, outcome.found_by = resolution.contact_id, resolution.found_by
-        else:
-            outcome.status, outcome.error = Status.INVALID, resolution.error

@@ -23,6 +23,9 @@ made a duplicate.
 
 The key never appears in an exception message, a reason, a repr or a log: aiohttp's own
 errors (which carry request headers) are turned into plain reasons here and never escape.
+The key is scrubbed from what is shown or written (reasons, `ApiResponse.message()`), never
+from the data: an answer's `json_body` and `text` are what the API sent, so that a short
+key cannot change an external id or a date inside them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import hmac
 import http
 import ipaddress
 import json
@@ -157,11 +162,14 @@ class ApiResponse:
     """The final answer to one request (after any retries)."""
 
     status: int
-    json_body: Any  # the parsed JSON body, or None if the body was not JSON
+    # The parsed JSON body (None if the body was not JSON) and the body as text: the data
+    # as sent, unscrubbed (see the module doc), so never shown by a repr.
+    json_body: Any = field(repr=False)
     headers: Mapping[str, str]
     attempts: int = 1
-    text: str = ""  # the body as text
+    text: str = field(default="", repr=False)
     ambiguous: bool = False  # an earlier try may have had an effect (see the module doc)
+    scrub: Callable[[str], str] = field(default=str, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -169,9 +177,9 @@ class ApiResponse:
         return 200 <= self.status < 300
 
     def message(self) -> str:
-        """The API's own explanation in plain words ('' if it gave none): field errors
-        as `field: reason; field: reason`, else its `message`."""
-        return _field_errors(self.json_body) or _api_message(self.json_body, self.text)
+        """The API's own explanation in plain words ('' if it gave none), fit to show: field
+        errors as `field: reason; field: reason`, else its `message`; the key scrubbed."""
+        return self.scrub(_field_errors(self.json_body) or _api_message(self.json_body, self.text))
 
 
 class RequestFailed(Exception):
@@ -257,6 +265,7 @@ class Sender:
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
         self._limiter = limiter or RateLimit(settings.rate, on_notice=on_notice)
         self._rng = rng or random.Random()
+        self._key_check: ApiResponse | None = None
 
     def __repr__(self) -> str:
         return (
@@ -268,6 +277,22 @@ class Sender:
     def limiter(self) -> RateLimit:
         """The rate limit every request of this sender waits for."""
         return self._limiter
+
+    @property
+    def base_url(self) -> str:
+        """The base URL every request goes to (without a trailing slash)."""
+        return self._base_url
+
+    @property
+    def key_check(self) -> ApiResponse | None:
+        """The answer to `check_key` (a page of contacts: its `meta.total` counts them)."""
+        return self._key_check
+
+    def key_fingerprint(self, salt: bytes) -> str:
+        """A keyed hash of the API key (HMAC-SHA256 under `salt`): tells whether a file was
+        made with the same key without keeping the key, nor a hash anyone can test guesses
+        against without the salt."""
+        return hmac.new(salt, self._key.reveal().encode(), hashlib.sha256).hexdigest()
 
     async def request(
         self,
@@ -320,6 +345,7 @@ class Sender:
                 f"the API at {_shown(self._base_url)} answered {_status_words(answer.status)}"
                 " to GET /contacts: is the base URL right?"
             )
+        self._key_check = answer
 
     async def send_all(
         self,
@@ -488,12 +514,13 @@ class Sender:
             timeout=self._timeout,
         ) as response:
             raw = await response.read()
-            text = self._key.scrub(raw.decode("utf-8", errors="replace"))
+            text = raw.decode("utf-8", errors="replace")
             return ApiResponse(
                 status=response.status,
                 json_body=_parse_json(text),
                 headers=response.headers,  # a read-only multidict of its own, kept after release
                 text=text,
+                scrub=self._key.scrub,
             )
 
     def _retry_delay(self, answer: ApiResponse, attempts: int) -> float:
@@ -505,7 +532,7 @@ class Sender:
 
     def _refused(self, answer: ApiResponse) -> str:
         said = answer.message()
-        detail = f" ({self._key.scrub(said)})" if said else ""
+        detail = f" ({said})" if said else ""
         return f"the API refused the key: 401 Unauthorized{detail}; check that it is right"
 
 

@@ -127,7 +127,11 @@ def test_summary_counts_statuses_and_common_reasons():
     )
     data = summary.as_dict()
     assert data["counts"] == {"created": 0, "valid": 1, "invalid": 2, "skipped": 1, "failed": 0}
-    assert data["top_reasons"][0] == {"reason": "occurred_at does not match ISO 8601", "rows": 2}
+    assert data["top_reasons"][0] == {
+        "reason": "occurred_at does not match ISO 8601",
+        "rows": 2,
+        "example": "x, row 3",
+    }
     assert summary.exit_code() == 1
 
 
@@ -140,3 +144,50 @@ def test_exit_code_is_zero_when_nothing_is_invalid_or_failed():
 def test_exit_code_is_130_when_interrupted():
     summary = Summary(dry_run=False, interrupted=True)
     assert summary.exit_code() == 130
+
+
+def test_reasons_are_grouped_by_kind_with_a_count_and_an_example():
+    summary = Summary(dry_run=False)
+    summary.add(
+        Outcome(
+            row=14 + i, status=Status.INVALID, error=f"no contact with external_id EXT-{92 + i}"
+        )
+        for i in range(580)
+    )
+    summary.add(
+        [
+            Outcome(row=700, status=Status.INVALID, error="no contact with email a b@x.org"),
+            Outcome(
+                row=701,
+                status=Status.INVALID,
+                error="2 contacts share email s@x.org (ids 10011, 10012)",
+            ),
+            Outcome(
+                row=702, status=Status.FAILED, error="403 Forbidden: This action is unauthorized."
+            ),
+        ]
+    )
+    lines = summary.text().splitlines()
+    assert "      580 × no contact with that external_id (e.g. EXT-92, row 14)" in lines
+    assert "        1 × no contact with that email (e.g. a b@x.org, row 700)" in lines
+    assert "        1 × several contacts share that email (e.g. s@x.org, row 701)" in lines
+    assert "        1 × 403 Forbidden: This action is unauthorized. (e.g. row 702)" in lines
+    assert len([line for line in lines if " × " in line]) == 4
+
+
+def test_reasons_of_one_kind_keep_what_follows_the_value():
+    from importer.reasons import kind_of
+
+    hint = "no contact with email a@x.org (the mapping can create it: add --create-contacts)"
+    assert kind_of(hint) == (
+        "no contact with that email (the mapping can create it: add --create-contacts)",
+        "a@x.org",
+    )
+    assert kind_of("contact 10050 (external_id CRM-000050) is archived") == (
+        "the contact with that external_id is archived",
+        "CRM-000050",
+    )
+    assert kind_of("contact id ('abc') is not a Givebutter contact id (a number)") == (
+        "contact id is not a Givebutter contact id (a number)",
+        "abc",
+    )

@@ -389,6 +389,42 @@ async def test_a_contact_added_in_python_is_served(sandbox, http):
 # -- the rest ------------------------------------------------------------------------------
 
 
+async def test_creating_a_contact_answers_201_with_the_bare_contact(sandbox, http):
+    body = {"first_name": "Ada", "last_name": "New", "email": "Ada@New.example", "phone": "+1555"}
+    status, contact = await call(http, sandbox, "POST", "/contacts", json=body)
+    assert status == 201
+    assert contact["id"] == 11001 and contact["primary_email"] == "Ada@New.example"
+    assert contact["phones"] == [{"type": "cell", "value": "+1555"}]
+    status, listed = await call(http, sandbox, "GET", "/contacts?email=ada@new.example")
+    assert [c["id"] for c in listed["data"]] == [11001]
+
+
+async def test_the_same_names_with_the_same_email_or_phone_give_back_the_contact(sandbox, http):
+    seeded = sandbox.store.get_contact(LIVE)
+    assert seeded is not None and seeded.primary_email is not None
+    same = {"first_name": seeded.first_name.upper(), "last_name": seeded.last_name}
+    for extra in ({"email": seeded.primary_email}, {"phone": "+15550000001"}):
+        status, contact = await call(http, sandbox, "POST", "/contacts", json={**same, **extra})
+        assert (status, contact["id"]) == (200, LIVE)
+    other = {"first_name": "Someone", "last_name": "Else", "email": seeded.primary_email}
+    status, contact = await call(http, sandbox, "POST", "/contacts", json=other)
+    assert status == 201 and contact["id"] != LIVE  # another person may share an address
+    forced = {**same, "email": seeded.primary_email, "force_create": True}
+    assert (await call(http, sandbox, "POST", "/contacts", json=forced))[0] == 201
+
+
+async def test_creating_a_contact_checks_its_fields(sandbox, http):
+    status, body = await call(
+        http, sandbox, "POST", "/contacts", json={"first_name": 5, "email": "not an address"}
+    )
+    assert status == 422
+    assert body["errors"] == {
+        "first_name": ["The first name field must be a string."],
+        "email": ["The email field must be a valid email address."],
+    }
+    assert (await call(http, sandbox, "POST", "/contacts", json={}))[0] == 422
+
+
 async def test_an_unknown_route_is_a_json_404(sandbox, http):
     status, body = await call(http, sandbox, "GET", "/campaigns")
     assert status == 404 and "message" in body

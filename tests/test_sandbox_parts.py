@@ -200,6 +200,16 @@ def test_activity_ids_are_never_reused_after_a_delete():
         assert int(store.add_activity(10001, NOTE, now=NOW).id) > int(first.id)
 
 
+@pytest.mark.parametrize("count", [31, 1_000])  # without and with the two ambiguities
+def test_seeding_in_bulk_stores_exactly_the_seeded_contacts(count):
+    with SandboxStore() as store:
+        assert seed_store(store, count) == count
+        stored = store.list_contacts(limit=count)[0]
+        assert stored == list(seeded_contacts(count))
+        work_email = stored[3].emails[1].value  # the email filter sees every address
+        assert store.list_contacts(email=work_email.upper())[0] == [stored[3]]
+
+
 def test_seeding_leaves_a_store_with_contacts_alone():
     with SandboxStore() as store:
         assert seed_store(store, 10) == 10

@@ -5,6 +5,7 @@
     GET    /v1/contacts/{contact}/activities/{activity}  one activity
     DELETE /v1/contacts/{contact}/activities/{activity}  204
     GET    /v1/contacts                                  list (paginated; ?email=)
+    POST   /v1/contacts                                  create (201), or the same person (200)
     GET    /v1/contacts/{contact}                        one contact
     GET    /_sandbox/stats                               what the sandbox saw (no key needed)
 
@@ -21,6 +22,11 @@ A body that is not a JSON object is a 422 on `body`.
 
 Archived contacts are listed and can be read (with `archived_at` set); everything under
 their `/activities` answers 403.
+
+`POST /v1/contacts` takes `first_name`, `last_name`, `email`/`emails[]`, `phone`/`phones[]`,
+`external_id` and `force_create`, and de-duplicates as Givebutter documents it: the same
+first + last name with one of the same emails or phones gives back the existing contact
+(200) instead of a new one (201). Both answers are the bare contact resource.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from importer.sandbox.resources import (
     activity_json,
     contact_json,
     error_json,
+    new_contact,
     page_json,
     validation_errors,
 )
@@ -107,6 +114,7 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_get(ACTIVITY_ROUTE, get_activity)
     app.router.add_delete(ACTIVITY_ROUTE, delete_activity)
     app.router.add_get(CONTACTS_ROUTE, list_contacts)
+    app.router.add_post(CONTACTS_ROUTE, create_contact)
     app.router.add_get(CONTACT_ROUTE, get_contact)
     app.router.add_get(STATS_PATH, show_stats)
     return app
@@ -290,6 +298,19 @@ async def list_contacts(request: web.Request) -> web.Response:
     return web.json_response(
         page_json(items, total=total, page=page, per_page=per_page, url=request.url)
     )
+
+
+async def create_contact(request: web.Request) -> web.Response:
+    """POST: 422, or the new contact (201), or the existing one it de-duplicates to (200)."""
+    state = request.app[STATE]
+    body = await _json_object(request)
+    if body is None:
+        return _invalid({"body": ["The request body must be a JSON object."]})
+    new = new_contact(body)
+    if isinstance(new, dict):
+        return _invalid(new)
+    contact, created = state.store.create_contact(new, force=body.get("force_create") is True)
+    return web.json_response(contact_json(contact), status=201 if created else 200)
 
 
 async def get_contact(request: web.Request) -> web.Response:

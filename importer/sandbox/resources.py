@@ -10,8 +10,9 @@ Shapes follow the reference pages (see /work/shared/givebutter-api.md):
   echoed back (so a client can recognise an activity it may have created), and `data` is a
   JSON string of `{"subject", "note", "timezone"}`;
 - a contact carries `id` (an integer, as in the path), `type`, names, `external_id`,
-  `external_ids` (a list of strings), `emails`/`phones` (`[{type, value}]`), `primary_email`,
-  `primary_phone`, `archived_at` and timestamps;
+  `external_ids` (objects `{id, label, external_id}`, as the reference documents them, not
+  strings), `emails`/`phones` (`[{type, value}]`), `primary_email`, `primary_phone`,
+  `archived_at` and timestamps;
 - a page is `{"data", "links": {first, last, prev, next}, "meta": {current_page, from,
   last_page, path, per_page, to, total}}`, links absolute and keeping the query's other
   parameters (filters, `per_page`), `prev`/`next` null at the ends;
@@ -30,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 from yarl import URL
 
-from importer.sandbox.store import Activity, Contact
+from importer.sandbox.store import Activity, Contact, ContactPoint
 
 SANDBOX_USER = {
     "id": "1",
@@ -38,6 +39,7 @@ SANDBOX_USER = {
     "last_name": "User",
     "email": "sandbox.user@example.org",
 }
+EXTERNAL_ID_LABEL = "Imported"  # the label of every `external_ids[]` entry
 
 
 def iso(moment: datetime) -> str:
@@ -73,7 +75,10 @@ def contact_json(contact: Contact) -> dict[str, Any]:
         "first_name": contact.first_name,
         "last_name": contact.last_name,
         "external_id": contact.external_id,
-        "external_ids": list(contact.external_ids),
+        "external_ids": [
+            {"id": contact.id * 100 + number, "label": EXTERNAL_ID_LABEL, "external_id": value}
+            for number, value in enumerate(contact.external_ids, start=1)
+        ],
         "emails": [{"type": e.type, "value": e.value} for e in contact.emails],
         "phones": [{"type": p.type, "value": p.value} for p in contact.phones],
         "primary_email": contact.primary_email,
@@ -150,3 +155,58 @@ def _laravel_message(field: str, item: Any) -> str:
     if kind.startswith("datetime"):
         return f"The {attribute} field must be a valid date."
     return f"The {attribute} field is invalid."
+
+
+def new_contact(body: dict[str, Any]) -> Contact | dict[str, list[str]]:
+    """The contact a `POST /v1/contacts` body asks for (id 0: the store gives it one), or
+    its validation errors by field, worded as Laravel's."""
+    errors: dict[str, list[str]] = {}
+
+    def text(name: str) -> str:
+        value = body.get(name)
+        if value is None:
+            return ""
+        attribute = name.replace("_", " ")
+        if not isinstance(value, str):
+            errors.setdefault(name, []).append(f"The {attribute} field must be a string.")
+            return ""
+        if len(value) > 255:
+            message = f"The {attribute} field must not be greater than 255 characters."
+            errors.setdefault(name, []).append(message)
+        return value.strip()
+
+    def points(single: str, many: str) -> list[str]:
+        listed = body.get(many)
+        values = [body.get(single)] if body.get(single) is not None else []
+        if isinstance(listed, list):
+            values += [v.get("value") if isinstance(v, dict) else v for v in listed]
+        elif listed is not None:
+            errors.setdefault(many, []).append(f"The {many} field must be an array.")
+        found = [v.strip() for v in values if isinstance(v, str) and v.strip()]
+        if len(found) != len(values):
+            errors.setdefault(many, []).append(f"Each of the {many} must be a non-empty string.")
+        return found
+
+    first, last = text("first_name"), text("last_name")
+    external_id = text("external_id") or None
+    emails = points("email", "emails")
+    for email in emails:
+        local, at, domain = email.rpartition("@")
+        if not (local and at and "." in domain) or any(ch.isspace() for ch in email):
+            errors.setdefault("email", []).append("The email field must be a valid email address.")
+    phones = points("phone", "phones")
+    if not (first or last or emails or phones):
+        errors.setdefault("first_name", []).append("The first name field is required.")
+    if errors:
+        return errors
+    now = datetime.now(UTC)
+    return Contact(
+        id=0,
+        first_name=first,
+        last_name=last,
+        emails=tuple(ContactPoint("personal", e) for e in dict.fromkeys(emails)),
+        phones=tuple(ContactPoint("cell", p) for p in dict.fromkeys(phones)),
+        external_id=external_id,
+        created_at=now,
+        updated_at=now,
+    )

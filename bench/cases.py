@@ -63,6 +63,8 @@ class Sizes:
     email_rows: int = 10_000  # a by-email import: rows...
     email_people: int = 2_000  # ...over this many people...
     email_contacts: int = 10_000  # ...among this many contacts in the account
+    memory_rows: int = 200_000  # a sending run's peak RSS at this many rows ...
+    memory_small_rows: int = 20_000  # ... against this many
     repeats: int = 3  # alternating measurements of a figure and its reference, at most
     budget: float = 45.0  # seconds after which a case starts no further repeat
 
@@ -76,6 +78,8 @@ QUICK = replace(
     latency_rows=400,
     limited_seconds=15.0,
     ledger_rows=5_000,
+    memory_rows=50_000,
+    memory_small_rows=5_000,
     repeats=2,
     budget=8.0,
 )
@@ -332,6 +336,42 @@ def contacts_by_email(sizes: Sizes) -> list[Result]:
     ]
 
 
+def send_memory(sizes: Sizes) -> list[Result]:
+    """Case 9: a sending run's peak RSS (ledger on, no limit) at 200,000 rows against the same
+    run at 20,000: what the importer keeps per row must not grow with the file."""
+    big = _send_peak(sizes.memory_rows, "memory-big")
+    small = _send_peak(sizes.memory_small_rows, "memory-small")
+    return [
+        Result(
+            case=f"send, {sizes.memory_rows:,} rows, no limit, ledger on: peak RSS",
+            figure=f"{big.peak_rss_mb:.0f} MB",
+            reference=f"{small.peak_rss_mb:.0f} MB: the same send of "
+            f"{sizes.memory_small_rows:,} rows",
+            ratio=big.peak_rss_mb / small.peak_rss_mb,
+            goal="≤ 1.2×",
+            passed=big.peak_rss_mb <= 1.2 * small.peak_rss_mb,
+            note=f"{sizes.memory_rows / big.seconds:,.0f} rows/s vs "
+            f"{sizes.memory_small_rows / small.seconds:,.0f} rows/s; one run each",
+        )
+    ]
+
+
+def _send_peak(rows: int, name: str) -> ChildReport:
+    """The importer sending `rows` rows to a fresh sandbox process, in a fresh process whose
+    ledger starts empty (its `HOME` is a fresh folder); `RuntimeError` unless every row was
+    created (exit 0)."""
+    path, mapping, workdir = data.send_csv(rows), data.mapping_path("csv"), fresh_dir(name)
+    home = {"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data")}
+    with sandbox_process(NO_LIMIT) as sandbox:
+        env = {"GIVEBUTTER_API_KEY": sandbox.api_key, **home}
+        results, url = workdir / "results.csv", sandbox.base_url
+        report = run_child("send", url, path, mapping, results, UNLIMITED_RATE, env=env)
+        created = sandbox.stats().activities
+    if report.exit_code != 0 or created != rows:
+        raise RuntimeError(f"{name}: exit {report.exit_code}, {created:,} of {rows:,} created")
+    return report
+
+
 def _send_bare(
     sandbox_flags: Sequence[str], path: Path, mapping: Path, concurrency: int, rows: int
 ) -> Sent:
@@ -417,4 +457,5 @@ CASES: dict[str, Callable[[Sizes], list[Result]]] = {
     "limit": send_limited,
     "ledger": send_ledger,
     "contacts": contacts_by_email,
+    "memory": send_memory,
 }

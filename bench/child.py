@@ -17,6 +17,10 @@ import pandas alone; the dry run imports the importer too. Works:
     post BASE_URL INPUT MAPPING N   the bare aiohttp loop posting INPUT's bodies with N at
                                     once, key from $GIVEBUTTER_API_KEY (exit 1 unless every
                                     answer is 200); the bodies are made before the clock starts
+    send BASE_URL INPUT MAPPING RESULTS RATE
+                                    givebutter-import run INPUT -m MAPPING --base-url BASE_URL
+                                    --rate RATE -q (ledger on, where $HOME/$XDG_DATA_HOME say),
+                                    key from $GIVEBUTTER_API_KEY
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ def dry_run(input_path: str, mapping: str, results: str) -> Work:
 
     argv = ["run", input_path, "-m", mapping, "--dry-run", "-q", "--results", results, "--force"]
     return lambda: importer_main(argv)
+
+
+def send(base_url: str, input_path: str, mapping: str, results: str, rate: str) -> Work:
+    """The importer sending, exactly as the command line runs it, with its defaults."""
+    from importer.cli import main as importer_main
+
+    argv = ["run", input_path, "-m", mapping, "--base-url", base_url, "--rate", rate, "-q"]
+    return lambda: importer_main([*argv, "--results", results, "--force"])
 
 
 def read_csv(input_path: str, chunk_rows: str) -> Work:
@@ -79,6 +91,7 @@ WORKS: dict[str, Callable[..., Work]] = {
     "read-csv": read_csv,
     "read-excel": read_excel,
     "post": post,
+    "send": send,
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from importer.payload import ActivityPayload, ActivityType
 from importer.sandbox import (
     SHARED_EMAIL,
     SHARED_EMAIL_CONTACT_IDS,
@@ -24,6 +25,7 @@ from importer.sandbox import (
 
 LIVE = 10001
 ARCHIVED = 10050
+MONDAY = "2024-03-04T09:00:00Z"
 
 
 @pytest.fixture
@@ -286,6 +288,157 @@ async def test_deleting_an_activity_answers_204_and_it_is_gone(sandbox, http):
 async def test_an_archived_contacts_activities_are_403(sandbox, http):
     status, _ = await call(http, sandbox, "GET", f"/contacts/{ARCHIVED}/activities")
     assert status == 403
+
+
+# -- PUT /v1/contacts/{contact}/activities/{activity} --------------------------------------
+
+
+async def put(
+    http: aiohttp.ClientSession, sandbox: Sandbox, activity: str, contact: int = LIVE, **body: Any
+) -> tuple[int, Any]:
+    path = f"/contacts/{contact}/activities/{activity}"
+    return await call(http, sandbox, "PUT", path, json=body)
+
+
+async def test_put_updates_the_stored_activity_and_answers_200_with_it(sandbox, http):
+    created = await create(http, sandbox, subject="Call", note="first", occurred_at=MONDAY)
+    status, body = await put(
+        http,
+        sandbox,
+        created["id"],
+        type="meeting",
+        subject="Visit",
+        note="second",
+        occurred_at="2024-03-05T14:30:00-06:00",
+        timezone="America/Chicago",
+    )
+    assert status == 200
+    assert (body["id"], body["type"]) == (created["id"], "meeting")
+    assert body["occurred_at"] == "2024-03-05T20:30:00.000000Z"
+    assert body["created_at"] == created["created_at"]
+    assert body["updated_at"] >= created["updated_at"]
+    stored = sandbox.store.find_activity(created["id"])
+    assert (stored.type, stored.subject, stored.note, stored.timezone) == (
+        "meeting",
+        "Visit",
+        "second",
+        "America/Chicago",
+    )
+    assert stored.contact_id == LIVE and sandbox.store.count_activities() == 1
+
+
+async def test_put_answers_the_documented_resource_shape(sandbox, http):
+    created = await create(http, sandbox)
+    _, body = await put(http, sandbox, created["id"], type="email")
+    documented = {"id", "type", "source", "data", "resource", "resource_type", "occurred_at"}
+    assert documented | {"created_at", "updated_at", "created_by"} <= set(body)
+    assert isinstance(body["id"], str)
+
+
+async def test_what_put_returns_is_what_get_then_shows(sandbox, http):
+    created = await create(http, sandbox)
+    _, updated = await put(http, sandbox, created["id"], type="sms", subject="Texted")
+    path = f"/contacts/{LIVE}/activities/{created['id']}"
+    assert await call(http, sandbox, "GET", path) == (200, updated)
+
+
+async def test_put_replaces_fields_left_out_with_null_but_keeps_the_date(sandbox, http):
+    created = await create(
+        http, sandbox, subject="Call", note="first", occurred_at=MONDAY, timezone="Europe/Paris"
+    )
+    status, body = await put(http, sandbox, created["id"], type="note")
+    assert status == 200
+    assert body["occurred_at"] == created["occurred_at"]
+    stored = sandbox.store.find_activity(created["id"])
+    assert (stored.subject, stored.note, stored.timezone) == (None, None, None)
+
+
+async def test_put_checks_the_body_as_post_does(sandbox, http):
+    created = await create(http, sandbox, subject="Kept")
+    status, body = await put(http, sandbox, created["id"], type="fax", subject="x" * 256)
+    assert status == 422
+    assert set(body) == {"message", "errors"}
+    assert body["errors"]["type"] == ["The selected type is invalid."]
+    assert body["errors"]["subject"] == [
+        "The subject field must not be greater than 255 characters."
+    ]
+    assert sandbox.store.find_activity(created["id"]).subject == "Kept"
+
+
+async def test_put_of_a_body_that_is_not_a_json_object_is_422(sandbox, http):
+    created = await create(http, sandbox)
+    path = f"/contacts/{LIVE}/activities/{created['id']}"
+    status, body = await call(http, sandbox, "PUT", path, data=b"[1, 2]")
+    assert status == 422
+    assert "body" in body["errors"]
+
+
+async def test_put_of_an_unknown_activity_is_404(sandbox, http):
+    assert (await put(http, sandbox, "424242", type="note"))[0] == 404
+    assert (await put(http, sandbox, "not-a-number", type="note"))[0] == 404
+    # The activity is looked for before the body is checked.
+    assert (await put(http, sandbox, "424242", type="fax"))[0] == 404
+
+
+async def test_put_of_a_deleted_activity_is_404_and_does_not_bring_it_back(sandbox, http):
+    created = await create(http, sandbox)
+    path = f"/contacts/{LIVE}/activities/{created['id']}"
+    assert (await call(http, sandbox, "DELETE", path))[0] == 204
+    assert (await put(http, sandbox, created["id"], type="note"))[0] == 404
+    assert sandbox.store.find_activity(created["id"]) is None
+
+
+async def test_put_of_another_contacts_activity_is_404_and_changes_nothing(sandbox, http):
+    created = await create(http, sandbox, contact=10002, subject="Theirs")
+    assert (await put(http, sandbox, created["id"], contact=LIVE, type="email"))[0] == 404
+    stored = sandbox.store.find_activity(created["id"])
+    assert (stored.contact_id, stored.type, stored.subject) == (10002, "note", "Theirs")
+
+
+async def test_put_for_an_archived_contact_is_403(sandbox, http):
+    stored = sandbox.store.add_activity(
+        ARCHIVED, ActivityPayload(type=ActivityType.NOTE), now=datetime.now(UTC)
+    )
+    status, body = await put(http, sandbox, stored.id, contact=ARCHIVED, type="email")
+    assert (status, body) == (403, {"message": "This action is unauthorized."})
+    assert sandbox.store.find_activity(stored.id).type == "note"
+
+
+async def test_put_for_an_unknown_contact_is_404(sandbox, http):
+    created = await create(http, sandbox)
+    assert (await put(http, sandbox, created["id"], contact=999999, type="note"))[0] == 404
+
+
+async def test_put_needs_the_key(sandbox, http):
+    created = await create(http, sandbox)
+    path = f"/contacts/{LIVE}/activities/{created['id']}"
+    status, _ = await call(http, sandbox, "PUT", path, key="wrong", json={"type": "email"})
+    assert status == 401
+    assert sandbox.store.find_activity(created["id"]).type == "note"
+
+
+async def test_without_put_the_route_answers_405_and_changes_nothing(http):
+    async with running_sandbox(SandboxSettings(limits=(), put_allowed=False)) as sandbox:
+        created = await create(http, sandbox, subject="Kept")
+        path = f"/contacts/{LIVE}/activities/{created['id']}"
+        status, body = await call(http, sandbox, "PUT", path, json={"type": "email"})
+        assert status == 405
+        assert "PUT method is not supported" in body["message"]
+        assert sandbox.store.find_activity(created["id"]).subject == "Kept"
+        # The rest of the activity's routes are still there.
+        assert (await call(http, sandbox, "GET", path))[0] == 200
+        assert (await call(http, sandbox, "DELETE", path))[0] == 204
+
+
+async def test_the_store_gives_tests_every_activity_with_its_content(sandbox, http):
+    first = await create(http, sandbox, subject="One", note="n1")
+    second = await create(http, sandbox, contact=10002, subject="Two")
+    everything = sandbox.store.all_activities()
+    assert [(a.id, a.contact_id, a.subject) for a in everything] == [
+        (first["id"], LIVE, "One"),
+        (second["id"], 10002, "Two"),
+    ]
+    assert everything[0].note == "n1"
 
 
 # -- contacts ------------------------------------------------------------------------------

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 
+from importer.payload import ActivityPayload, ActivityType
 from importer.sandbox import (
     Faults,
     RateWindow,
@@ -109,6 +111,86 @@ async def test_a_slow_answer_trips_a_client_timeout(http):
         # The work was done at once; only the answer was late.
         assert sandbox.store.count_activities() == 1
     # Leaving the block did not wait the 30 seconds out (the test timeout would say so).
+
+
+# PUT and DELETE meet the same faults; the activity is made in the store, past the dice.
+
+
+async def write(
+    http: aiohttp.ClientSession, sandbox: Sandbox, method: str, activity: str, **kwargs: Any
+) -> aiohttp.ClientResponse:
+    """PUT (a meeting) or DELETE activity `activity` of contact 10001."""
+    body = {"json": {"type": "meeting", "subject": "Updated"}} if method == "PUT" else {}
+    async with http.request(
+        method,
+        f"{sandbox.base_url}/contacts/{LIVE}/activities/{activity}",
+        headers={"Authorization": f"Bearer {sandbox.api_key}"},
+        **body,
+        **kwargs,
+    ) as response:
+        await response.read()
+        return response
+
+
+def stored_note(sandbox: Sandbox) -> str:
+    payload = ActivityPayload(type=ActivityType.NOTE, subject="Original")
+    return sandbox.store.add_activity(LIVE, payload, now=datetime.now(UTC)).id
+
+
+def written(sandbox: Sandbox, method: str, activity: str) -> bool:
+    """Whether the PUT or DELETE of `activity` took effect in the store."""
+    stored = sandbox.store.find_activity(activity)
+    if method == "DELETE":
+        return stored is None
+    assert stored is not None
+    return (stored.type, stored.subject) == ("meeting", "Updated")
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+async def test_store_then_fail_does_the_write_then_answers_500(http, method):
+    async with running_sandbox(settings(store_then_fail_rate=1.0)) as sandbox:
+        activity = stored_note(sandbox)
+        assert (await write(http, sandbox, method, activity)).status == 500
+        assert written(sandbox, method, activity)
+        assert sandbox.stats.faults["store_then_fail"] == 1
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+async def test_an_error_before_a_write_leaves_the_activity_as_it_was(http, method):
+    async with running_sandbox(settings(error_rate=1.0)) as sandbox:
+        activity = stored_note(sandbox)
+        assert (await write(http, sandbox, method, activity)).status == 500
+        assert not written(sandbox, method, activity)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+async def test_a_dropped_write_is_a_connection_error_and_leaves_the_activity(http, method):
+    async with running_sandbox(settings(drop_rate=1.0)) as sandbox:
+        activity = stored_note(sandbox)
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await write(http, sandbox, method, activity)
+        assert not written(sandbox, method, activity)
+        # aiohttp itself sends an idempotent request (PUT, DELETE) again once on a lost
+        # connection: both tries were dropped.
+        assert sandbox.stats.count(status=0) >= 1
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+async def test_latency_delays_writes_too(http, method):
+    async with running_sandbox(settings(latency=0.2)) as sandbox:
+        activity = stored_note(sandbox)
+        started = time.monotonic()
+        assert (await write(http, sandbox, method, activity)).status in (200, 204)
+        assert time.monotonic() - started >= 0.15
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+async def test_a_slow_write_is_done_at_once_and_answered_late(http, method):
+    async with running_sandbox(settings(slow_rate=1.0, slow_seconds=30.0)) as sandbox:
+        activity = stored_note(sandbox)
+        with pytest.raises(TimeoutError):
+            await write(http, sandbox, method, activity, timeout=aiohttp.ClientTimeout(total=0.3))
+        assert written(sandbox, method, activity)
 
 
 async def test_faults_spare_requests_with_a_wrong_key(http):

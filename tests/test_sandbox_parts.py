@@ -356,6 +356,7 @@ def test_each_flag_sets_its_field(tmp_path):
         "--limit", "8/1s", "--limit", "480/60s", "--rate-limit-headers", "--no-count-refused",
         "--error-rate", "0.1", "--store-then-fail-rate", "0.05", "--drop-rate", "0.02",
         "--latency", "0.01", "--slow-rate", "0.01", "--slow-seconds", "45", "--seed", "7",
+        "--no-put",
     )  # fmt: skip
     assert settings == SandboxSettings(
         db_path=tmp_path / "s.sqlite",
@@ -363,6 +364,7 @@ def test_each_flag_sets_its_field(tmp_path):
         limits=(RateWindow(8, 1.0), RateWindow(480, 60.0)),
         rate_limit_headers=True,
         count_refused=False,
+        put_allowed=False,
         faults=Faults(
             error_rate=0.1,
             store_then_fail_rate=0.05,

@@ -3,6 +3,7 @@
     POST   /v1/contacts/{contact}/activities             create (200, a bare resource)
     GET    /v1/contacts/{contact}/activities             list (paginated; ?type=)
     GET    /v1/contacts/{contact}/activities/{activity}  one activity
+    PUT    /v1/contacts/{contact}/activities/{activity}  update (200, the bare resource)
     DELETE /v1/contacts/{contact}/activities/{activity}  204
     GET    /v1/contacts                                  list (paginated; ?email=)
     POST   /v1/contacts                                  create (201), or the same person (200)
@@ -27,6 +28,14 @@ their `/activities` answers 403.
 `external_id` and `force_create`, and de-duplicates as Givebutter documents it: the same
 first + last name with one of the same emails or phones gives back the existing contact
 (200) instead of a new one (201). Both answers are the bare contact resource.
+
+PUT of an activity takes the body POST takes, checked the same way (the reference documents
+the route, not its body: this is the sandbox's guess), and replaces the activity's type,
+subject, note and timezone (a field left out becomes null) and its `occurred_at` (kept when
+left out); an activity that does not exist, was deleted or is another contact's is 404.
+With `SandboxSettings(put_allowed=False)` (`--no-put`) the route does not exist: 405.
+Store-then-fail strikes every write of an activity: a POST is stored, a PUT applied, a
+DELETE done, and then the answer is 500.
 """
 
 from __future__ import annotations
@@ -101,7 +110,7 @@ class SandboxState:
 
 
 STATE = web.AppKey("sandbox_state", SandboxState)
-_FAULTS = "sandbox.faults"  # the RequestFaults of a request, for the create handler
+_FAULTS = "sandbox.faults"  # the RequestFaults of a request, for the handlers that write
 _DROPPED = "sandbox.dropped"  # set on a request whose connection was closed unanswered
 
 
@@ -112,6 +121,8 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_post(ACTIVITIES_ROUTE, create_activity)
     app.router.add_get(ACTIVITIES_ROUTE, list_activities)
     app.router.add_get(ACTIVITY_ROUTE, get_activity)
+    if state.settings.put_allowed:
+        app.router.add_put(ACTIVITY_ROUTE, update_activity)
     app.router.add_delete(ACTIVITY_ROUTE, delete_activity)
     app.router.add_get(CONTACTS_ROUTE, list_contacts)
     app.router.add_post(CONTACTS_ROUTE, create_contact)
@@ -220,20 +231,11 @@ async def create_activity(request: web.Request) -> web.Response:
     contact = _live_contact(request, state)
     if isinstance(contact, web.Response):
         return contact
-    body = await _json_object(request)
-    if body is None:
-        return _invalid({"body": ["The request body must be a JSON object."]})
-    fields = {name: value for name, value in body.items() if name in FIELD_NAMES}
-    try:
-        payload = ActivityPayload.model_validate(fields)
-    except ValidationError as error:
-        return _invalid(validation_errors(error))
+    payload = await _payload(request)
+    if isinstance(payload, web.Response):
+        return payload
     activity = state.store.add_activity(contact.id, payload, now=datetime.now(UTC))
-    fate: RequestFaults = request.get(_FAULTS, RequestFaults())
-    if fate.store_then_fail:
-        state.stats.inflict("store_then_fail")
-        return _message(500, "Server Error")
-    return web.json_response(activity_json(activity))
+    return _written(request, state) or web.json_response(activity_json(activity))
 
 
 async def list_activities(request: web.Request) -> web.Response:
@@ -270,15 +272,34 @@ async def get_activity(request: web.Request) -> web.Response:
     return web.json_response(activity_json(activity))
 
 
+async def update_activity(request: web.Request) -> web.Response:
+    """PUT: 404, 403, 404 (activity), 422, or the updated activity (and maybe a 500 after
+    updating it)."""
+    state = request.app[STATE]
+    contact = _live_contact(request, state)
+    if isinstance(contact, web.Response):
+        return contact
+    activity_id = request.match_info["activity"]
+    if state.store.get_activity(contact.id, activity_id) is None:
+        return _message(404, "Activity not found.")
+    payload = await _payload(request)
+    if isinstance(payload, web.Response):
+        return payload
+    activity = state.store.update_activity(contact.id, activity_id, payload, datetime.now(UTC))
+    if activity is None:  # deleted between the two steps
+        return _message(404, "Activity not found.")
+    return _written(request, state) or web.json_response(activity_json(activity))
+
+
 async def delete_activity(request: web.Request) -> web.Response:
-    """DELETE: 204 once gone, or 404."""
+    """DELETE: 204 once gone (and maybe a 500 after deleting it), or 404."""
     state = request.app[STATE]
     contact = _live_contact(request, state)
     if isinstance(contact, web.Response):
         return contact
     if not state.store.delete_activity(contact.id, request.match_info["activity"]):
         return _message(404, "Activity not found.")
-    return web.Response(status=204)
+    return _written(request, state) or web.Response(status=204)
 
 
 # -- contacts ------------------------------------------------------------------------------
@@ -374,6 +395,27 @@ def _paging(request: web.Request) -> tuple[int, int] | web.Response:
         message = f"The per page field must not be greater than {MAX_PER_PAGE}."
         return _invalid({"per_page": [message]})
     return page, per_page
+
+
+async def _payload(request: web.Request) -> ActivityPayload | web.Response:
+    """The request's body as a valid payload, or the 422 saying why it is not one."""
+    body = await _json_object(request)
+    if body is None:
+        return _invalid({"body": ["The request body must be a JSON object."]})
+    fields = {name: value for name, value in body.items() if name in FIELD_NAMES}
+    try:
+        return ActivityPayload.model_validate(fields)
+    except ValidationError as error:
+        return _invalid(validation_errors(error))
+
+
+def _written(request: web.Request, state: SandboxState) -> web.Response | None:
+    """After a write: the 500 that store-then-fail gives this request, if it does."""
+    fate: RequestFaults = request.get(_FAULTS, RequestFaults())
+    if not fate.store_then_fail:
+        return None
+    state.stats.inflict("store_then_fail")
+    return _message(500, "Server Error")
 
 
 async def _json_object(request: web.Request) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ What each failure does, in the order the sandbox applies them:
     latency               every request waits this long before it is handled
     drop_rate             the connection is closed without an answer; nothing is stored
     error_rate            500 before anything is done; nothing is stored
-    store_then_fail_rate  (creating an activity only) the activity IS stored, then 500
+    store_then_fail_rate  (writing an activity: POST, PUT, DELETE) the write IS done, then 500
     slow_rate             the request is handled at once but answered `slow_seconds` late
 
 A dropped request wins over an error, an error over store-then-fail; slowness can come on
@@ -33,8 +33,9 @@ class Faults:
     """Share of requests answered 500 before anything is done (0 to 1)."""
 
     store_then_fail_rate: float = 0.0
-    """Share of activity creations that are stored and then answered 500: the ambiguous case
-    where the client sees a failure but a retry would make a duplicate (0 to 1)."""
+    """Share of activity writes (creations, updates, deletions) that are done and then
+    answered 500: the ambiguous case where the client sees a failure but a blind retry of a
+    creation would make a duplicate (0 to 1)."""
 
     drop_rate: float = 0.0
     """Share of requests whose connection is closed without any answer (0 to 1)."""

@@ -54,6 +54,10 @@ class SandboxSettings:
     faults: Faults = field(default_factory=Faults)
     """How often it misbehaves (nothing by default)."""
 
+    put_allowed: bool = True
+    """Serve `PUT /v1/contacts/{contact}/activities/{activity}`; False: that route does not
+    exist and PUT answers 405 (an API whose updates a client must do without)."""
+
     def __post_init__(self) -> None:
         if self.contacts < 0:
             raise ValueError("contacts must not be negative")
@@ -117,7 +121,7 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
         type=_share,
         default=0.0,
         metavar="SHARE",
-        help="share of activity creations stored and then answered 500 (0-1)",
+        help="share of activity writes (POST, PUT, DELETE) done and then answered 500 (0-1)",
     )
     parser.add_argument(
         "--drop-rate",
@@ -143,6 +147,12 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how late a slow answer is (default 60)",
     )
+    parser.add_argument(
+        "--no-put",
+        dest="put_allowed",
+        action="store_false",
+        help="answer PUT of an activity 405, as an API without updates would",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the fault dice (default 0)")
 
 
@@ -156,6 +166,7 @@ def sandbox_settings_from_args(args: argparse.Namespace) -> SandboxSettings:
             limits=limits,
             count_refused=args.count_refused,
             rate_limit_headers=args.rate_limit_headers,
+            put_allowed=args.put_allowed,
             faults=Faults(
                 error_rate=args.error_rate,
                 store_then_fail_rate=args.store_then_fail_rate,

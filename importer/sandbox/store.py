@@ -280,6 +280,52 @@ class SandboxStore:
             ).fetchone()
         return _activity(row) if row else None
 
+    def update_activity(
+        self, contact_id: int, activity_id: str, payload: ActivityPayload, now: datetime
+    ) -> Activity | None:
+        """Replace the activity's fields with a valid payload's (a field the payload leaves
+        out becomes null, except `occurred_at`, which is kept); `updated_at` becomes `now`.
+        None (nothing changed) if it does not exist or belongs to another contact."""
+        if not activity_id.isdecimal():
+            return None
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE activities SET type = ?, subject = ?, note = ?, timezone = ?,"
+                " occurred_at = coalesce(?, occurred_at), updated_at = ?"
+                " WHERE id = ? AND contact_id = ?",
+                (
+                    payload.type.value,
+                    payload.subject,
+                    payload.note,
+                    payload.timezone,
+                    _text(payload.occurred_at) if payload.occurred_at else None,
+                    _text(now),
+                    int(activity_id),
+                    contact_id,
+                ),
+            )
+            row = db.execute(
+                "SELECT * FROM activities WHERE id = ?", (int(activity_id),)
+            ).fetchone()
+        return _activity(row) if cursor.rowcount > 0 else None
+
+    def find_activity(self, activity_id: str) -> Activity | None:
+        """The activity with this id, whoever's it is: everything stored, subject and note
+        included (for tests, which may look inside; the API shows less)."""
+        if not activity_id.isdecimal():
+            return None
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT * FROM activities WHERE id = ?", (int(activity_id),)
+            ).fetchone()
+        return _activity(row) if row else None
+
+    def all_activities(self) -> list[Activity]:
+        """Every stored activity in creation order, with everything stored (for tests)."""
+        with self._transaction() as db:
+            rows = db.execute("SELECT * FROM activities ORDER BY id").fetchall()
+        return [_activity(row) for row in rows]
+
     def list_activities(
         self, contact_id: int, *, type: str | None = None, offset: int = 0, limit: int = 20
     ) -> tuple[list[Activity], int]:

@@ -14,6 +14,7 @@ Every case function takes the `Sizes` of the run and gives its rows of the table
 
 from __future__ import annotations
 
+import csv
 import shutil
 import time
 from collections import Counter
@@ -358,18 +359,28 @@ def send_memory(sizes: Sizes) -> list[Result]:
 
 def _send_peak(rows: int, name: str) -> ChildReport:
     """The importer sending `rows` rows to a fresh sandbox process, in a fresh process whose
-    ledger starts empty (its `HOME` is a fresh folder); `RuntimeError` unless every row was
-    created (exit 0)."""
+    ledger starts empty (its `HOME` is a fresh folder); `RuntimeError` unless it exits 0 and
+    the sandbox holds an activity for every row it reports `created` (a generated file may
+    hold a row twice: the second is `skipped`)."""
     path, mapping, workdir = data.send_csv(rows), data.mapping_path("csv"), fresh_dir(name)
     home = {"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data")}
     with sandbox_process(NO_LIMIT) as sandbox:
         env = {"GIVEBUTTER_API_KEY": sandbox.api_key, **home}
         results, url = workdir / "results.csv", sandbox.base_url
         report = run_child("send", url, path, mapping, results, UNLIMITED_RATE, env=env)
-        created = sandbox.stats().activities
-    if report.exit_code != 0 or created != rows:
-        raise RuntimeError(f"{name}: exit {report.exit_code}, {created:,} of {rows:,} created")
+        stored = sandbox.stats().activities
+    statuses = _statuses(results)
+    if report.exit_code != 0 or statuses.total() != rows or stored != statuses["created"]:
+        raise RuntimeError(
+            f"{name}: exit {report.exit_code}, results {dict(statuses)} for {rows:,} rows, "
+            f"{stored:,} stored"
+        )
     return report
+
+
+def _statuses(results: Path) -> Counter[str]:
+    with results.open(newline="", encoding="utf-8") as file:
+        return Counter(line["status"] for line in csv.DictReader(file))
 
 
 def _send_bare(

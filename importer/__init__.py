@@ -28,6 +28,7 @@ from importer.pipeline import (
 )
 from importer.records import Outcome, Status
 from importer.report import Summary
+from importer.selection import RowSelection, parse_rows
 from importer.send import SenderSettings
 from importer.undo import Deletion, undo_run
 
@@ -41,6 +42,7 @@ __all__ = [
     "Mapping",
     "MappingError",
     "Outcome",
+    "RowSelection",
     "RunOptions",
     "SenderSettings",
     "Status",
@@ -48,6 +50,7 @@ __all__ = [
     "__version__",
     "default_ledger_path",
     "load_mapping",
+    "parse_rows",
     "refresh_contact_index",
     "retry_failed",
     "retry_failed_async",

@@ -43,6 +43,7 @@ from importer.progress import Progress, say
 from importer.ratelimit import DEFAULT_RATE, parse_rate
 from importer.read import SourceOptions, SourceTable, open_table
 from importer.report import Summary, write_summary_json
+from importer.selection import RowSelection, parse_rows
 from importer.send import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, SenderSettings
 from importer.starter import starter_mapping
 from importer.sync_run import DeleteLimit
@@ -87,7 +88,7 @@ def _retry(args: argparse.Namespace) -> int:
         return 0
     say(f"sending again the {len(failed):,} rows that failed in {args.results_of}")
     args.dry_run, args.resolve, args.sandbox = False, False, False
-    return _run(args, only_rows=frozenset(failed))
+    return _run(args, rows=RowSelection.of(failed))
 
 
 def _undo(args: argparse.Namespace) -> int:
@@ -142,9 +143,9 @@ def _api_key() -> str:
     return key
 
 
-def _run(args: argparse.Namespace, *, only_rows: frozenset[int] | None = None) -> int:
+def _run(args: argparse.Namespace, *, rows: RowSelection | None = None) -> int:
     try:
-        return _run_checked(args, only_rows)
+        return _run_checked(args, rows or _row_selection(args))
     except ImporterError as error:
         if args.summary_json:  # no stale summary from an earlier run may survive this one
             _write_failed_summary(Path(args.summary_json), args, error)
@@ -158,7 +159,16 @@ def _write_failed_summary(path: Path, args: argparse.Namespace, error: ImporterE
         write_summary_json(summary, path)
 
 
-def _run_checked(args: argparse.Namespace, only_rows: frozenset[int] | None) -> int:
+def _row_selection(args: argparse.Namespace) -> RowSelection:
+    """`--rows` and `--limit` (only `run` has them)."""
+    selection = RowSelection(ranges=getattr(args, "rows", None), limit=getattr(args, "limit", None))
+    if not selection.everything and args.delete_missing:
+        # Keys outside the rows taken are still in the file; a trial run is not a sync.
+        raise ConfigError("--delete-missing mirrors a whole file: not with --limit or --rows")
+    return selection
+
+
+def _run_checked(args: argparse.Namespace, rows: RowSelection) -> int:
     mapping = load_mapping(args.mapping)
     input_path = Path(args.input)
     results = Path(args.results) if args.results else _default_results_path(input_path)
@@ -189,7 +199,7 @@ def _run_checked(args: argparse.Namespace, only_rows: frozenset[int] | None) -> 
                 contacts_max_age=args.contacts_max_age * 3600,
                 create_contacts=args.create_contacts,
                 resolve=args.resolve,
-                only_rows=only_rows,
+                rows=rows,
                 allow_duplicates=args.allow_duplicates,
                 source=args.source or Path(args.mapping).stem,
                 recreate_deleted=args.recreate_deleted,
@@ -388,6 +398,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="send to a local stand-in for the API started for this run",
     )
+    run.add_argument(
+        "--limit",
+        type=_row_count,
+        metavar="N",
+        help="take only the first N data rows (a trial run)",
+    )
+    run.add_argument(
+        "--rows",
+        type=_row_ranges,
+        metavar="ROWS",
+        help="take only these spreadsheet rows, e.g. 100-250 or 5,9,20-30",
+    )
     run.set_defaults(command=_run)
 
     check = commands.add_parser("check", help="validate a mapping (against INPUT's header)")
@@ -435,6 +457,19 @@ def _parser() -> argparse.ArgumentParser:
     add_sandbox_arguments(sandbox)
     sandbox.set_defaults(command=_sandbox)
     return parser
+
+
+def _row_count(text: str) -> int:
+    if not text.strip().isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of rows (1 or more)")
+    return int(text)
+
+
+def _row_ranges(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return parse_rows(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,27 +23,22 @@ from importer.read import SourceTable
 from importer.records import Status
 from importer.report import Reporter
 from importer.resolve import ContactResolver, resolve_contacts
+from importer.selection import RowSelection
 
 UNRESOLVED = "contact not looked up in a dry run (add --resolve to look it up)"
 
 
-def chunks_to_take(table: SourceTable, only_rows: frozenset[int] | None) -> Iterator[pd.DataFrame]:
-    """The table's chunks, keeping only `only_rows` when given."""
-    for chunk in table.chunks():
-        if only_rows is not None:
-            chunk = chunk[chunk.index.isin(only_rows)]
-        if len(chunk):
-            yield chunk
+def chunks_to_take(table: SourceTable, rows: RowSelection) -> Iterator[pd.DataFrame]:
+    """The table's chunks, keeping only the selected rows (reading no further than needed)."""
+    return rows.take(table.chunks())
 
 
 async def dry_run_in_thread(
-    table: SourceTable, mapper: Mapper, report: Reporter, only_rows: frozenset[int] | None
+    table: SourceTable, mapper: Mapper, report: Reporter, rows: RowSelection
 ) -> None:
     """The dry run on a thread of its own; a cancellation stops it between chunks."""
     stop = threading.Event()
-    work = asyncio.ensure_future(
-        asyncio.to_thread(_dry_run, table, mapper, report, only_rows, stop)
-    )
+    work = asyncio.ensure_future(asyncio.to_thread(_dry_run, table, mapper, report, rows, stop))
     try:
         await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -56,10 +51,10 @@ def _dry_run(
     table: SourceTable,
     mapper: Mapper,
     report: Reporter,
-    only_rows: frozenset[int] | None,
+    rows: RowSelection,
     stop: threading.Event,
 ) -> None:
-    for chunk in chunks_to_take(table, only_rows):
+    for chunk in chunks_to_take(table, rows):
         if stop.is_set():
             return
         block = decide_columns(mapper.map_columns(chunk))
@@ -75,10 +70,10 @@ async def dry_run_resolving(
     table: SourceTable,
     mapper: Mapper,
     report: Reporter,
-    only_rows: frozenset[int] | None,
+    rows: RowSelection,
     resolver: ContactResolver,
 ) -> None:
-    for chunk in chunks_to_take(table, only_rows):
+    for chunk in chunks_to_take(table, rows):
         outcomes = decide_rows(mapper.map_columns(chunk))
         await resolve_contacts(outcomes, resolver)
         report(outcomes)

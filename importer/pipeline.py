@@ -39,6 +39,7 @@ from importer.read import SourceOptions, SourceTable, open_table
 from importer.records import Outcome
 from importer.report import Reporter, ResultsWriter, Summary, write_summary_json
 from importer.resolve import DEFAULT_MAX_AGE, ContactResolver, resolve_contacts
+from importer.selection import EVERY_ROW, RowSelection
 from importer.send import Sender, SenderSettings, api_session, check_base_url
 from importer.sync_run import DeleteLimit, keys_to_delete
 from importer.undo import failed_rows
@@ -78,7 +79,7 @@ class RunOptions:
     keep_ledger: bool = True  # False: no record; a re-run sends every row again
     ledger_path: Path | None = None  # None: `default_ledger_path()`
     allow_duplicates: bool = False  # identical rows in one file are separate activities
-    only_rows: frozenset[int] | None = None  # the spreadsheet rows to take; None: all
+    rows: RowSelection = EVERY_ROW  # the data rows to take (--limit, --rows); others: no line
     resolve: bool = False  # in a dry run, look contacts up (a read: needs the key)
     contacts_index: Path | None = None  # None: beside the ledger (in memory without one)
     contacts_max_age: float = DEFAULT_MAX_AGE  # seconds an index is reused
@@ -118,10 +119,9 @@ def retry_failed(results_of: Path, options: RunOptions) -> Summary | None:
 
 
 async def retry_failed_async(results_of: Path, options: RunOptions) -> Summary | None:
-    rows = failed_rows(results_of)
-    if not rows:
+    if not (rows := failed_rows(results_of)):
         return None
-    again = dataclasses.replace(options, only_rows=frozenset(rows), dry_run=False, resolve=False)
+    again = dataclasses.replace(options, rows=RowSelection.of(rows), dry_run=False, resolve=False)
     return await run_import_async(again)
 
 
@@ -192,7 +192,7 @@ async def _run(table: SourceTable, mapper: Mapper, report: Reporter, options: Ru
         if reads_ledger:
             await _deliver(table, mapper, report, options, None, None)
         else:
-            await dry_run_in_thread(table, mapper, report, options.only_rows)
+            await dry_run_in_thread(table, mapper, report, options.rows)
         return
     async with api_session(
         options.sender,
@@ -210,7 +210,7 @@ async def _run(table: SourceTable, mapper: Mapper, report: Reporter, options: Ru
         )
         with contextlib.closing(resolver):
             if options.dry_run and not reads_ledger:
-                await dry_run_resolving(table, mapper, report, options.only_rows, resolver)
+                await dry_run_resolving(table, mapper, report, options.rows, resolver)
             else:
                 await _deliver(table, mapper, report, options, sender, resolver)
 
@@ -233,7 +233,7 @@ def _open_checked(options: RunOptions) -> SourceTable:
             delimiter=source.delimiter,
             sheet=source.sheet,
             header_row=source.header_row,
-            chunk_rows=options.chunk_rows,
+            chunk_rows=options.rows.chunk_rows(options.chunk_rows, source.header_row),
         ),
     )
     check_columns(options.mapping, table.columns)
@@ -254,7 +254,7 @@ async def _deliver(
     sender: Sender | None,
     resolver: ContactResolver | None,
 ) -> None:
-    chunks = (decide_rows(mapper.map_columns(c)) for c in chunks_to_take(table, options.only_rows))
+    chunks = (decide_rows(mapper.map_columns(c)) for c in chunks_to_take(table, options.rows))
 
     async def resolve(outcomes: list[Outcome]) -> None:
         if resolver is not None:

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importer.decide import decide_columns, decide_rows
+from importer.decide import decide_columns, decide_rows_of
 from importer.mapper import Mapper
 from importer.read import SourceTable
 from importer.records import Status
@@ -73,7 +73,6 @@ async def dry_run_resolving(
     rows: RowSelection,
     resolver: ContactResolver,
 ) -> None:
-    for chunk in chunks_to_take(table, rows):
-        outcomes = decide_rows(mapper.map_columns(chunk))
+    for outcomes in decide_rows_of(chunks_to_take(table, rows), mapper):
         await resolve_contacts(outcomes, resolver)
         report(outcomes)

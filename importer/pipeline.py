@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from importer.decide import decide_rows
+from importer.decide import decide_rows_of
 from importer.delivery import DeliverySettings, FailureLimit, Interruption, RowFeed, deliver
 from importer.dry_run import chunks_to_take, dry_run_in_thread, dry_run_resolving
 from importer.errors import ConfigError, ImporterError
@@ -254,7 +254,7 @@ async def _deliver(
     sender: Sender | None,
     resolver: ContactResolver | None,
 ) -> None:
-    chunks = (decide_rows(mapper.map_columns(c)) for c in chunks_to_take(table, options.rows))
+    chunks = decide_rows_of(chunks_to_take(table, options.rows), mapper)
 
     async def resolve(outcomes: list[Outcome]) -> None:
         if resolver is not None:

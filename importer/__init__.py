@@ -30,12 +30,11 @@ from importer.records import Outcome, Status
 from importer.report import Summary
 from importer.selection import RowSelection, parse_rows
 from importer.send import SenderSettings
-from importer.undo import Deletion, undo_run
+from importer.undo import Undone, undo_run
 
 __all__ = [
     "AuthError",
     "ConfigError",
-    "Deletion",
     "ImporterError",
     "InputError",
     "Interruption",
@@ -47,6 +46,7 @@ __all__ = [
     "SenderSettings",
     "Status",
     "Summary",
+    "Undone",
     "__version__",
     "default_ledger_path",
     "load_mapping",

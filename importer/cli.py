@@ -47,7 +47,7 @@ from importer.selection import RowSelection, parse_rows
 from importer.send import DEFAULT_BASE_URL, DEFAULT_CONCURRENCY, SenderSettings
 from importer.starter import starter_mapping
 from importer.sync_run import DeleteLimit
-from importer.undo import created_lines, failed_rows, undo_run
+from importer.undo import failed_rows, undo_lines, undo_run
 
 if TYPE_CHECKING:
     from importer.sandbox import Sandbox
@@ -92,26 +92,26 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _undo(args: argparse.Namespace) -> int:
-    lines = created_lines(Path(args.results_of))
+    lines = undo_lines(Path(args.results_of))
     if not lines:
-        say(f"{args.results_of}: no created activities to delete")
+        say(f"{args.results_of}: nothing that run changed is left to undo")
         return 0
     if args.dry_run:
         for line in lines:
-            print(f"row {line.row}: contact {line.contact_id}, activity {line.activity_id}")
-        say(f"{len(lines):,} activities would be deleted")
+            print(line.describe())
+        say(f"{len(lines):,} changes would be taken back")
         return 0
-    if not args.yes and not _confirm(f"delete {len(lines):,} activities from Givebutter?"):
-        say("nothing deleted")
+    if not args.yes and not _confirm(f"take back {len(lines):,} changes in Givebutter?"):
+        say("nothing undone")
         return 2
     settings = SenderSettings(base_url=_base_url(args), rate=parse_rate(args.rate))
     ledger = None if args.no_ledger else Path(args.ledger) if args.ledger else default_ledger_path()
     work = undo_run(Path(args.results_of), settings, _api_key(), ledger_path=ledger)
     done = asyncio.run(work)
-    failed = [d for d in done if not d.deleted]
-    for deletion in failed:
-        say(f"row {deletion.line.row}: not deleted: {deletion.reason}")
-    say(f"{len(done) - len(failed):,} deleted, {len(failed):,} not deleted")
+    failed = [d for d in done if not d.done]
+    for undone in failed:
+        say(f"{undone.line.describe()}: not undone: {undone.reason}")
+    say(f"{len(done) - len(failed):,} undone, {len(failed):,} not undone")
     return 1 if failed else 0
 
 
@@ -433,10 +433,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_arguments(retry)
     retry.set_defaults(command=_retry, dry_run=False, resolve=False, sandbox=False)
 
-    undo = commands.add_parser("undo", help="delete the activities a run created")
+    undo = commands.add_parser("undo", help="take back what a run did in Givebutter")
     undo.add_argument("results_of", metavar="RESULTS", help="the run's results CSV")
     undo.add_argument("--yes", action="store_true", help="do not ask before deleting")
-    undo.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    undo.add_argument("--dry-run", action="store_true", help="list what would be taken back")
     undo.add_argument("--base-url", help="API base URL (as for run)")
     undo.add_argument("--rate", default=DEFAULT_RATE, help="requests allowed (as for run)")
     undo.add_argument("--ledger", metavar="PATH", help="the ledger to update (as for run)")

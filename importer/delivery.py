@@ -261,7 +261,7 @@ class _Delivery:
         self.batch: list[ToSend] = []  # admitted, not yet marked
         self.marking: list[ToSend] = []  # being marked `sending` now
         self.ready: deque[ToSend] = deque()  # marked, not yet taken by a worker
-        self.in_flight: dict[int, ToSend] = {}  # row -> taken by a worker, no result yet
+        self.in_flight: dict[int, ToSend] = {}  # id(job) -> taken by a worker, no result yet
         # For the ledger at the next commit: the key, the result, the change (keyed rows).
         self.results: list[tuple[str, SendResult, Change | None]] = []
         self.awaiting_commit: list[tuple[int, Outcome]] = []  # reported once committed
@@ -425,19 +425,18 @@ class _Delivery:
             if row.change is Change.UPDATE and self.keyed.updates_refused:
                 self.record(row, SendResult(Status.FAILED, error=self.keyed.updates_refused))
                 continue
-            self.in_flight[row.outcome.row] = row
-            yield row.job()
+            job = row.job()
+            self.in_flight[id(job)] = row  # by the job itself: lines of no row share row 0
+            yield job
 
     def on_result(self, job: SendJob, result: SendResult) -> None:
-        self.record(self.in_flight.pop(job.row), result)
+        self.record(self.in_flight.pop(id(job)), result)
 
     def record(self, row: ToSend, result: SendResult) -> None:
         outcome = row.outcome
         outcome.status = result.status
         outcome.http_status = result.http_status
-        outcome.activity_id = result.activity_id or (
-            row.activity_id if row.change is not Change.DELETE else None
-        )
+        outcome.activity_id = result.activity_id or row.activity_id  # deleted: the one deleted
         outcome.attempts = result.attempts
         outcome.error = result.error
         self._count(row, result)

@@ -53,9 +53,11 @@ class KeyRecord:
     pending_json: str | None
     pending_hash: str | None
     marked_at: str | None
+    previous_contact: str | None
     previous_contact_id: int | None
     previous_activity_id: str | None
     previous_json: str | None
+    previous_hash: str | None
     last_change: Change | None
     run_id: str | None
     row: int | None
@@ -64,9 +66,9 @@ class KeyRecord:
 
 _COLUMNS = (
     "key, state, contact, contact_id, activity_id, content_hash, body_json, pending, "
-    "pending_contact_id, pending_json, pending_hash, marked_at, previous_contact_id, "
-    "previous_activity_id, "
-    "previous_json, last_change, run_id, row, input_name"
+    "pending_contact_id, pending_json, pending_hash, marked_at, previous_contact, "
+    "previous_contact_id, previous_activity_id, previous_json, previous_hash, last_change, "
+    "run_id, row, input_name"
 )
 
 
@@ -126,15 +128,6 @@ class KeyRecords:
         (count,) = self._db.execute(query, [self.account, self.source]).fetchone()
         return int(count)
 
-    def by_activity(self, activity_id: str) -> KeyRecord | None:
-        """The record whose activity (now or before its last change) is `activity_id`."""
-        query = (
-            f"SELECT {_COLUMNS} FROM records WHERE account = ? "
-            "AND (activity_id = ? OR previous_activity_id = ?) LIMIT 1"
-        )
-        values = self._db.execute(query, [self.account, activity_id, activity_id]).fetchone()
-        return _record(values) if values else None
-
     # -- writing ------------------------------------------------------------------------
 
     def begin(self, changes: Sequence[Begun]) -> None:
@@ -145,17 +138,16 @@ class KeyRecords:
         with _transaction(self._db):
             self._db.executemany(
                 """
-                INSERT INTO records (account, source, key, state, contact, pending,
+                INSERT INTO records (account, source, key, state, pending_contact, pending,
                     pending_contact_id, pending_json, pending_hash, marked_at, run_id, row,
                     input_name, updated_at)
                 VALUES (?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (account, source, key) DO UPDATE SET
-                    pending = excluded.pending, pending_contact_id = excluded.pending_contact_id,
+                    pending = excluded.pending, pending_contact = excluded.pending_contact,
+                    pending_contact_id = excluded.pending_contact_id,
                     pending_json = excluded.pending_json, pending_hash = excluded.pending_hash,
                     marked_at = excluded.marked_at, run_id = excluded.run_id, row = excluded.row,
-                    input_name = excluded.input_name, updated_at = excluded.updated_at,
-                    contact = CASE WHEN excluded.pending = 'delete' THEN records.contact
-                                   ELSE excluded.contact END
+                    input_name = excluded.input_name, updated_at = excluded.updated_at
                 """,
                 [
                     (
@@ -199,26 +191,30 @@ class KeyRecords:
                 self._db.execute(_FINISH[what], _finish_values(what, activity_id, now, key, self))
         self._finished.clear()
 
-    def restore(self, key: str, contact_id: int | None, activity_id: str | None, body: str) -> None:
-        """After `undo`: the record is as it was before its last change (committed now)."""
+    def restore(self, record: KeyRecord, activity_id: str | None) -> None:
+        """After `undo`: the record is as it was before its last change, its activity now
+        `activity_id` (committed now). A deletion's undo keeps the content it had."""
+        deleted = record.state is RecordState.DELETED
         with _transaction(self._db):
             self._db.execute(
                 """
-                UPDATE records SET state = CASE WHEN ? IS NULL THEN 'new' ELSE 'live' END,
-                    contact_id = ?, activity_id = ?, body_json = ?, content_hash = '',
+                UPDATE records SET state = 'live', activity_id = ?,
+                    contact = ?, contact_id = ?, body_json = ?, content_hash = ?,
                     pending = NULL, last_change = NULL, previous_json = NULL,
-                    previous_activity_id = NULL, previous_contact_id = NULL, updated_at = ?
+                    previous_activity_id = NULL, previous_contact_id = NULL,
+                    previous_contact = NULL, previous_hash = NULL, updated_at = ?
                 WHERE account = ? AND source = ? AND key = ?
                 """,
                 (
                     activity_id,
-                    contact_id,
-                    activity_id,
-                    body,
+                    record.contact if deleted else record.previous_contact,
+                    record.contact_id if deleted else record.previous_contact_id,
+                    record.body_json if deleted else record.previous_json,
+                    record.content_hash if deleted else record.previous_hash,
                     _now(),
                     self.account,
                     self.source,
-                    key,
+                    record.key,
                 ),
             )
 
@@ -233,14 +229,16 @@ class KeyRecords:
 
 _DONE = """
     UPDATE records SET state = ?, previous_contact_id = contact_id,
-        previous_activity_id = activity_id,
+        previous_activity_id = activity_id, previous_contact = contact,
         previous_json = CASE WHEN state IN ('live', 'deleted', 'gone') THEN body_json END,
+        previous_hash = content_hash,
+        contact = CASE WHEN pending = 'delete' THEN contact ELSE pending_contact END,
         contact_id = CASE WHEN pending = 'delete' THEN contact_id ELSE pending_contact_id END,
         activity_id = ?,
         body_json = CASE WHEN pending = 'delete' THEN body_json ELSE pending_json END,
         content_hash = CASE WHEN pending = 'delete' THEN content_hash ELSE pending_hash END,
-        last_change = pending, pending = NULL, pending_contact_id = NULL, pending_json = NULL,
-        pending_hash = NULL, updated_at = ?
+        last_change = pending, pending = NULL, pending_contact = NULL,
+        pending_contact_id = NULL, pending_json = NULL, pending_hash = NULL, updated_at = ?
     WHERE account = ? AND source = ? AND key = ?
 """
 _FINISH = {
@@ -273,38 +271,24 @@ def _finish_values(
 
 
 def _record(values: Sequence[Any]) -> KeyRecord:
-    key, state, contact, contact_id, activity_id, content, body, pending, *rest = values
-    (
-        pending_contact_id,
-        pending_json,
-        pending_hash,
-        marked_at,
-        prev_contact,
-        prev_activity,
-        prev_json,
-        last_change,
-        run_id,
-        row,
-        input_name,
-    ) = rest
-    return KeyRecord(
-        key=key,
-        state=RecordState(state),
-        contact=contact,
-        contact_id=contact_id,
-        activity_id=activity_id,
-        content_hash=content,
-        body_json=body,
-        pending=Change(pending) if pending else None,
-        pending_contact_id=pending_contact_id,
-        pending_json=pending_json,
-        pending_hash=pending_hash,
-        marked_at=marked_at,
-        previous_contact_id=prev_contact,
-        previous_activity_id=prev_activity,
-        previous_json=prev_json,
-        last_change=Change(last_change) if last_change else None,
-        run_id=run_id,
-        row=row,
-        input_name=input_name,
-    )
+    """A row of `_COLUMNS`, which are `KeyRecord`'s fields in order."""
+    fields = list(values)
+    fields[1] = RecordState(fields[1])
+    for at in (7, 17):  # pending, last_change
+        fields[at] = Change(fields[at]) if fields[at] else None
+    return KeyRecord(*fields)
+
+
+def find_record(
+    ledger: Ledger, account: str, activity_id: str
+) -> tuple[KeyRecords, KeyRecord] | None:
+    """The record (of any source of `account`) whose activity is, or was before its last
+    change, `activity_id`; with its source's `KeyRecords`, to restore or forget it."""
+    values = ledger.connection.execute(
+        f"SELECT source, {_COLUMNS} FROM records WHERE account = ? "
+        "AND (activity_id = ? OR previous_activity_id = ?) LIMIT 1",
+        (account, activity_id, activity_id),
+    ).fetchone()
+    if values is None:
+        return None
+    return KeyRecords(ledger, account, values[0], "undo"), _record(values[1:])

@@ -138,7 +138,8 @@ async def test_deletions_have_a_line_each_with_the_key_and_no_row(ledger):
         (Status.UNCHANGED, "T3", 3),
         (Status.DELETED, "T2", 0),
     ]
-    assert reported[2].activity_id is None and first[1].activity_id not in sender.server
+    assert reported[2].activity_id == first[1].activity_id  # the line names what it deleted
+    assert first[1].activity_id not in sender.server
     assert records.lookup(["T2"])["T2"].state is RecordState.DELETED
     back = await sync(sender, export({"T2": "b"}), ledger)  # the key came back
     assert back[0].status is Status.CREATED

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.command(args))
     except ImporterError as error:
-        say(f"{PROG}: error: {error}")
+        say(f"{PROG}: error: {error}{_option_hint(error)}")
         return error.exit_code
     except KeyboardInterrupt:
         say(f"{PROG}: interrupted")
@@ -79,6 +79,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # -- run -----------------------------------------------------------------------------------
+
+
+# The library names the setting an error turns on; the command line, its option.
+_OPTION_HINTS = {
+    "overwrite_results": " (use --force to replace it)",
+    "ledger_path": " (--ledger names another)",
+    "create_contacts": " (--create-contacts)",
+}
+
+
+def _option_hint(error: ImporterError) -> str:
+    return _OPTION_HINTS.get(error.setting or "", "")
 
 
 def _retry(args: argparse.Namespace) -> int:

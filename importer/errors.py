@@ -13,9 +13,16 @@ from __future__ import annotations
 
 
 class ImporterError(Exception):
-    """A run cannot start or cannot go on. `str(error)` is the one line shown."""
+    """A run cannot start or cannot go on. `str(error)` is the one line shown.
+
+    `setting`, when given, names the `RunOptions` field that would change the outcome
+    (the library's words; the command line turns it into its own option's name)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class InputError(ImporterError):

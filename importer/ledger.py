@@ -467,7 +467,8 @@ def _acquire_lock(path: Path, *, wait: bool) -> int:
         os.close(fd)
         raise LedgerBusy(
             f"another givebutter-import run is using the ledger {path} ({holder}); "
-            "wait for it or use another --ledger"
+            "wait for it or use another ledger",
+            setting="ledger_path",
         ) from None
     except BaseException:
         os.close(fd)

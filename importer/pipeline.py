@@ -222,8 +222,9 @@ def _open_checked(options: RunOptions) -> SourceTable:
         raise ConfigError(f"the summary path {options.summary_json} is a folder")
     if options.create_contacts and options.mapping.contact.create is None:
         raise ConfigError(
-            "--create-contacts: the mapping does not say how (contact: {email: …, create:"
-            " {first_name: …, last_name: …}})"
+            "creating contacts was asked for, but the mapping does not say how (contact:"
+            " {email: …, create: {first_name: …, last_name: …}})",
+            setting="create_contacts",
         )
     source = options.mapping.source
     table = open_table(

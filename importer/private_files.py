@@ -29,7 +29,7 @@ def create_private_file(path: Path, *, overwrite: bool, binary: bool = False) ->
     try:
         fd = os.open(path, flags, OWNER_ONLY)
     except FileExistsError:
-        raise ConfigError(f"{path} already exists (use --force to replace it)") from None
+        raise ConfigError(f"{path} already exists", setting="overwrite_results") from None
     except OSError as error:
         raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
     os.fchmod(fd, OWNER_ONLY)

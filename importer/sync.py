@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from importer.dry_run import UNRESOLVED
 from importer.feed import ToSend
 from importer.key_records import KeyRecord, KeyRecords, RecordState
 from importer.payload import ActivityPayload
@@ -31,7 +32,6 @@ from importer.records import Change, Outcome, Status
 if TYPE_CHECKING:
     from importer.delivery import ActivitySender
 
-UNRESOLVED = "contact not looked up in a dry run (add --resolve to look it up)"
 LOOKED_FIRST = "an earlier run may have created it: the real run looks for it first"
 
 GONE = (

@@ -310,7 +310,8 @@ def test_second_open_raises_ledger_busy_naming_the_pid(ledger: Ledger, path: Pat
         Ledger.open(path)
     message = str(busy.value)
     assert f"ledger {path} (pid {os.getpid()}, started at " in message
-    assert message.endswith("wait for it or use another --ledger")
+    assert message.endswith("wait for it or use another ledger")
+    assert busy.value.setting == "ledger_path"  # the CLI names its option for it
     assert isinstance(busy.value, ConfigError)
 
 
@@ -346,3 +347,26 @@ def test_crash_between_mark_sending_and_commit_leaves_the_entry_ambiguous(path: 
         [left] = ledger.ambiguous()
         assert (left.key, left.state, left.activity_id) == (key, "sending", None)
         assert (left.contact_id, left.row, left.input_name) == (42, 7, "calls.csv")
+
+
+def test_a_ledger_of_the_first_schema_is_migrated_in_place_keeping_its_entries(path: Path) -> None:
+    """Yesterday's ledger (schema 1: content entries only) gains the source-key records
+    table when opened, and what it knew is still known."""
+    from importer.ledger import _MIGRATIONS
+
+    path.parent.mkdir(mode=0o700)
+    with closing(sqlite3.connect(path)) as db:
+        for statement in _MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO entries (key, state, contact_id, activity_id, row, input_name, "
+            "payload_json, updated_at) VALUES ('k1', 'created', 10001, '77', 2, 'old.csv', '{}', 'x')"
+        )
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    with Ledger.open(path) as ledger:
+        assert ledger.lookup(["k1"])["k1"].activity_id == "77"
+        tables = {row[0] for row in ledger.connection.execute("SELECT name FROM sqlite_master")}
+        assert "records" in tables
+    with other_connection(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)

@@ -360,7 +360,8 @@ def test_a_ledger_of_the_first_schema_is_migrated_in_place_keeping_its_entries(p
             db.execute(statement)
         db.execute(
             "INSERT INTO entries (key, state, contact_id, activity_id, row, input_name, "
-            "payload_json, updated_at) VALUES ('k1', 'created', 10001, '77', 2, 'old.csv', '{}', 'x')"
+            "payload_json, updated_at) "
+            "VALUES ('k1', 'created', 10001, '77', 2, 'old.csv', '{}', 'x')"
         )
         db.execute("PRAGMA user_version = 1")
         db.commit()

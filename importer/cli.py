@@ -86,6 +86,7 @@ _OPTION_HINTS = {
     "overwrite_results": " (use --force to replace it)",
     "ledger_path": " (--ledger names another)",
     "create_contacts": " (--create-contacts)",
+    "max_delete": " with --max-delete",
 }
 
 

@@ -57,6 +57,7 @@ def keys_to_delete(
         raise ConfigError(
             f"{len(missing):,} of the source's {known:,} known keys are not in the input: "
             f"more deletions than allowed ({limit.describe(known)}); nothing was sent. "
-            "If the input is complete, raise the limit on deletions"
+            "If the input is complete, raise the limit on deletions",
+            setting="max_delete",
         )
     return missing

@@ -16,10 +16,10 @@ What an answer means:
   `max_attempts` tries in all (429s count too).
 - Anything else (other 4xx, 3xx): final, with the API's own message in plain words.
 
-The API has no idempotency key, so a POST whose answer never came (a timeout, a dropped
-connection) or was a 5xx may have created the activity anyway. Such a result is marked
-`ambiguous`: for a failed row the activity may exist; for a created row a retry may have
-made a duplicate.
+No idempotency key: a POST unanswered (timeout, dropped connection) or answered 5xx may
+have landed. Before posting again the sender looks (`importer.recover`): found, created with
+that id; absent, posted again; could not tell, not posted: FAILED, `ambiguous`, "in doubt",
+as a 2xx without an id is (`importer.answers`). The next run looks for such a row.
 
 The key never appears in an exception message, a reason, a repr or a log: aiohttp's own
 errors (which carry request headers) are turned into plain reasons here and never escape.
@@ -35,19 +35,28 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
-import http
 import ipaddress
-import json
 import random
 import time
 import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from importer import __version__, recover
+from importer.answers import (
+    MAY_EXIST,
+    ApiResponse,
+    after_attempts,
+    in_doubt,
+    parse_json,
+    send_result,
+    status_words,
+)
+from importer.claims import RunClaims
 from importer.errors import AuthError, ConfigError, ImporterError
 from importer.payload import ActivityPayload
 from importer.ratelimit import DEFAULT_RATE_PER_SECOND, NoticeCallback, RateLimit
@@ -59,11 +68,9 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_TIMEOUT = 30.0
 
-MAY_EXIST = " (the activity may have been created anyway)"
 
 # Answers after which an earlier POST may have been carried out after all.
 _UNKNOWN_EFFECT_STATUSES = frozenset({500, 502, 503, 504})
-_MESSAGE_LIMIT = 300
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -155,31 +162,15 @@ class SendJob:
     activity_id: str | None = None  # the activity to update, or (move, delete) to delete
     old_contact_id: int | None = None  # move, delete: the contact the old activity is on
     found_id: str | None = None  # move: the new activity, already found on the server
+    marked_at: datetime | None = None  # when the ledger marked it `sending` (aware), if it did
 
 
-@dataclass(slots=True)
-class ApiResponse:
-    """The final answer to one request (after any retries)."""
+ClaimsSource = Callable[[int], Awaitable[recover.Claims]]
+"""contact id -> what the caller knows of it that a search must respect."""
 
-    status: int
-    # The parsed JSON body (None if the body was not JSON) and the body as text: the data
-    # as sent, unscrubbed (see the module doc), so never shown by a repr.
-    json_body: Any = field(repr=False)
-    headers: Mapping[str, str]
-    attempts: int = 1
-    text: str = field(default="", repr=False)
-    ambiguous: bool = False  # an earlier try may have had an effect (see the module doc)
-    scrub: Callable[[str], str] = field(default=str, repr=False, compare=False)
 
-    @property
-    def ok(self) -> bool:
-        """True for a 2xx answer."""
-        return 200 <= self.status < 300
-
-    def message(self) -> str:
-        """The API's own explanation in plain words ('' if it gave none), fit to show: field
-        errors as `field: reason; field: reason`, else its `message`; the key scrubbed."""
-        return self.scrub(_field_errors(self.json_body) or _api_message(self.json_body, self.text))
+class _InDoubt(Exception):
+    """A look before posting again could not tell whether the first POST landed."""
 
 
 class RequestFailed(Exception):
@@ -247,10 +238,14 @@ class Sender:
         limiter: RateLimit | None = None,
         rng: random.Random | None = None,
         on_notice: NoticeCallback | None = None,
+        claims: ClaimsSource | None = None,
     ) -> None:
         """`limiter` defaults to `RateLimit(settings.rate, on_notice=on_notice)`; `rng`
-        (the backoff jitter) to a fresh `random.Random()`. Raises `ConfigError` for a
-        refused base URL or an empty or malformed key."""
+        (the backoff jitter) to a fresh `random.Random()`. `claims(contact_id)` tells
+        what the caller knows of a contact that a search must respect (the ledger's
+        created activity ids, rows in doubt since earlier runs); this run's own rows and
+        answers the sender adds itself. Raises `ConfigError` for a refused base URL or an
+        empty or malformed key."""
         check_base_url(settings.base_url)
         key = api_key.strip()
         if not key:
@@ -266,6 +261,8 @@ class Sender:
         self._limiter = limiter or RateLimit(settings.rate, on_notice=on_notice)
         self._rng = rng or random.Random()
         self._key_check: ApiResponse | None = None
+        self._claims = claims
+        self._run = RunClaims()
 
     def __repr__(self) -> str:
         return (
@@ -310,22 +307,45 @@ class Sender:
         """
         return await self._request(method, path, json, params, _Exchange())
 
-    async def create_activity(self, contact_id: int, payload: ActivityPayload) -> SendResult:
+    async def create_activity(
+        self, contact_id: int, payload: ActivityPayload, *, marked_at: datetime | None = None
+    ) -> SendResult:
         """POST one activity; give CREATED with its id, or FAILED with the reason.
         Raises only `AuthError` (on a 401)."""
-        return await self._create(contact_id, payload, _Exchange())
+        return await self._send_job(SendJob(0, contact_id, payload, marked_at=marked_at))
+
+    async def search_activity(self, sought: recover.Sought) -> recover.Search:
+        """Look on the server for the activity `sought` may have created: Found, Absent or
+        Unknown (see `importer.recover`), respecting this run's claims and the caller's.
+        A row this run had left in doubt and that is now Found or Absent is settled."""
+        found = await self._search(sought, None)
+        if not isinstance(found, recover.Unknown):
+            self._run.settled(sought)
+            if isinstance(found, recover.Found):
+                self._run.give(sought.contact_id, found.activity_id)
+        return found
 
     async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None:
-        """The id of an activity already on the server equal to `payload`, or None."""
-        return await recover.find_activity(self._get_json, contact_id, payload)
+        """Deprecated (use `search_activity`): the id if Found, else None, which cannot
+        tell "absent" from "could not tell"."""
+        found = await self.search_activity(recover.Sought(contact_id, payload, None))
+        return found.activity_id if isinstance(found, recover.Found) else None
+
+    async def _search(self, sought: recover.Sought, ticket: int | None) -> recover.Search:
+        known = await self._claims(sought.contact_id) if self._claims is not None else None
+        claims = self._run.claims(sought, known, ticket)
+        return await recover.search(self._get_json, sought, claims)
 
     async def _get_json(self, path: str, params: dict[str, str]) -> Any:
-        """The JSON body of a 2xx answer to a GET, or None for any other answer."""
+        """The JSON body of a 2xx answer to a GET (None if not JSON); `LookupFailed` for
+        any other answer, or none."""
         try:
             answer = await self.request("GET", path, params=params)
-        except RequestFailed:
-            return None
-        return answer.json_body if answer.ok else None
+        except RequestFailed as failure:
+            raise recover.LookupFailed(failure.reason) from None
+        if not answer.ok:
+            raise recover.LookupFailed(f"the API answered {status_words(answer.status)}")
+        return answer.json_body
 
     async def check_key(self) -> None:
         """Ask `GET /contacts?per_page=1` (with the usual retries) before anything is sent.
@@ -342,7 +362,7 @@ class Sender:
             ) from None
         if 300 <= answer.status < 400 or answer.status == 404:
             raise ConfigError(
-                f"the API at {_shown(self._base_url)} answered {_status_words(answer.status)}"
+                f"the API at {_shown(self._base_url)} answered {status_words(answer.status)}"
                 " to GET /contacts: is the base URL right?"
             )
         self._key_check = answer
@@ -380,7 +400,7 @@ class Sender:
             exchange = _Exchange()
             try:
                 if job.change is Change.CREATE:
-                    result = await self._create(job.contact_id, job.payload, exchange, job.body)
+                    result = await self._send_job(job, exchange)
                 else:
                     from importer.changes import perform_change  # it builds on this module
 
@@ -395,31 +415,52 @@ class Sender:
                 raise
             on_result(job, result)
 
+    async def _send_job(self, job: SendJob, exchange: _Exchange | None = None) -> SendResult:
+        """Create one job's activity, keeping this run's claims: the row is out while it is
+        sent, then holds its activity id, or is left in doubt."""
+        exchange = exchange or _Exchange()
+        # Nothing this job posts can be older than now; the ledger's mark is older still.
+        since = max(datetime.now(UTC), job.marked_at or datetime.min.replace(tzinfo=UTC))
+        sought = recover.Sought(job.contact_id, job.payload, since, job.row)
+        ticket = self._run.start(sought)
+        result: SendResult | None = None
+        try:
+            result = await self._create(sought, ticket, exchange, job.body)
+        finally:
+            if result is None:  # cancelled, or a 401: a try may be out
+                doubt = exchange.ambiguous or exchange.sending
+                self._run.end(ticket, activity_id=None, in_doubt=doubt)
+            else:
+                created = result.status is Status.CREATED
+                self._run.end(
+                    ticket,
+                    activity_id=result.activity_id if created else None,
+                    in_doubt=not created and result.ambiguous,
+                )
+        return result
+
     async def _create(
         self,
-        contact_id: int,
-        payload: ActivityPayload,
+        sought: recover.Sought,
+        ticket: int,
         exchange: _Exchange,
         body: dict[str, Any] | None = None,
     ) -> SendResult:
-        path = f"/contacts/{int(contact_id)}/activities"
+        path = f"/contacts/{int(sought.contact_id)}/activities"
 
         async def recheck() -> ApiResponse | None:
-            # Before posting again after a try whose effect is unknown, look for it.
-            found = await self.find_activity(contact_id, payload)
-            if found is None:
+            # Before posting again after a try whose effect is unknown, look for it: only
+            # "absent" posts again.
+            found = await self._search(sought, ticket)
+            if isinstance(found, recover.Unknown):
+                raise _InDoubt(found.reason)
+            if isinstance(found, recover.Absent):
                 return None
-            return ApiResponse(
-                status=200,
-                json_body={"id": found},
-                headers={},
-                attempts=exchange.attempts,
-                ambiguous=False,
-            )
+            return ApiResponse(200, {"id": found.activity_id}, {}, attempts=exchange.attempts)
 
         try:
             if body is None:
-                body = payload.to_body()
+                body = sought.payload.to_body()
             answer = await self._request("POST", path, body, None, exchange, recheck=recheck)
         except RequestFailed as failure:
             return SendResult(
@@ -429,7 +470,16 @@ class Sender:
                 error=failure.reason + (MAY_EXIST if failure.ambiguous else ""),
                 ambiguous=failure.ambiguous,
             )
-        return _send_result(answer, self._key.scrub)
+        except _InDoubt as doubt:
+            why = f"could not check whether the activity was created ({doubt})"
+            return SendResult(
+                status=Status.FAILED,
+                http_status=exchange.last_status,
+                attempts=exchange.attempts,
+                error=self._key.scrub(in_doubt(why)),
+                ambiguous=True,
+            )
+        return send_result(answer, self._key.scrub)
 
     async def _request(
         self,
@@ -467,7 +517,7 @@ class Sender:
         exchange.ambiguous |= unknown_effect
         if not (retryable and self._policy.allows_another(exchange.attempts)):
             raise RequestFailed(
-                self._key.scrub(_after(reason, exchange.attempts)),
+                self._key.scrub(after_attempts(reason, exchange.attempts)),
                 attempts=exchange.attempts,
                 http_status=exchange.last_status,
                 ambiguous=exchange.ambiguous,
@@ -517,7 +567,7 @@ class Sender:
             text = raw.decode("utf-8", errors="replace")
             return ApiResponse(
                 status=response.status,
-                json_body=_parse_json(text),
+                json_body=parse_json(text),
                 headers=response.headers,  # a read-only multidict of its own, kept after release
                 text=text,
                 scrub=self._key.scrub,
@@ -607,93 +657,3 @@ def _describe_error(error: BaseException, timeout: float) -> tuple[str, bool, bo
     if isinstance(error, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
         return f"the connection failed: {error}", True, True
     return f"the request failed: {type(error).__name__}: {error}", False, True
-
-
-def _after(reason: str, attempts: int) -> str:
-    return f"{reason} (after {attempts} attempts)" if attempts > 1 else reason
-
-
-def _send_result(answer: ApiResponse, scrub: Callable[[str], str]) -> SendResult:
-    if answer.ok:
-        activity_id = _activity_id(answer.json_body)
-        return SendResult(
-            status=Status.CREATED,
-            http_status=answer.status,
-            activity_id=activity_id,
-            attempts=answer.attempts,
-            error="" if activity_id else "the API answered without an activity id",
-            ambiguous=answer.ambiguous,
-        )
-    return SendResult(
-        status=Status.FAILED,
-        http_status=answer.status,
-        attempts=answer.attempts,
-        error=scrub(failure_reason(answer) + (MAY_EXIST if answer.ambiguous else "")),
-        ambiguous=answer.ambiguous,
-    )
-
-
-def failure_reason(answer: ApiResponse) -> str:
-    if 300 <= answer.status < 400:
-        where = answer.headers.get("Location", "elsewhere")
-        reason = f"{_status_words(answer.status)}: redirect to {where} not followed"
-        return reason + " (is the base URL right?)"
-    if answer.status == 422 and (fields := _field_errors(answer.json_body)):
-        return _after(fields, answer.attempts)
-    said = _api_message(answer.json_body, answer.text)
-    words = _status_words(answer.status) + (f": {said}" if said else "")
-    return _after(words, answer.attempts)
-
-
-def _activity_id(body: Any) -> str | None:
-    if isinstance(body, dict) and "id" not in body and isinstance(body.get("data"), dict):
-        body = body["data"]  # tolerate a wrapped resource, though the API sends it bare
-    value = body.get("id") if isinstance(body, dict) else None
-    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-        return None
-    return str(value)
-
-
-def _field_errors(body: Any) -> str:
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if not isinstance(errors, dict):
-        return ""
-    parts = []
-    for name, reasons in errors.items():
-        for reason in reasons if isinstance(reasons, list) else [reasons]:
-            parts.append(f"{name}: {reason}")
-    return _clip("; ".join(parts))
-
-
-def _api_message(body: Any, text: str) -> str:
-    if isinstance(body, dict):
-        error = body.get("error")
-        for said in (
-            body.get("message"),
-            error.get("message") if isinstance(error, dict) else error,
-        ):
-            if isinstance(said, str) and said.strip():
-                return _clip(said)
-        return ""
-    if body is None and text.strip() and not text.lstrip().startswith("<"):
-        return _clip(text)  # a plain-text body; an HTML error page says nothing useful
-    return ""
-
-
-def _clip(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 3] + "..."
-
-
-def _status_words(status: int) -> str:
-    try:
-        return f"{status} {http.HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
-
-
-def _parse_json(text: str) -> Any:
-    try:
-        return json.loads(text) if text.strip() else None
-    except ValueError:
-        return None

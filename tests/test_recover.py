@@ -9,6 +9,7 @@ from aioresponses import aioresponses
 
 from importer.payload import ActivityPayload
 from importer.ratelimit import RateLimit
+from importer.records import Status
 from importer.recover import (
     CLOCK_SKEW,
     Absent,
@@ -20,7 +21,6 @@ from importer.recover import (
     decide,
     search,
 )
-from importer.records import Status
 from importer.retry import RetryPolicy
 from importer.send import DEFAULT_BASE_URL, Sender, SenderSettings
 

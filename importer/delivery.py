@@ -9,7 +9,11 @@ What it promises, with a ledger:
 - every valid row is marked `sending` (durably) before its request goes out, and its
   outcome is reported only once the ledger has committed it;
 - a key the ledger has `created` is skipped ("already imported"); a key an earlier run
-  left `sending` is looked for on the server first;
+  left `sending` is looked for on the server first (`importer.recover`): found, it is
+  recorded created; absent, it is sent; could not tell, it is reported failed "in doubt",
+  stays `sending`, and is not sent;
+- every look on the server respects what the ledger and this run know: activity ids held
+  by other rows (committed or not), and other rows in doubt (`claims`);
 - a row identical to an earlier row of the same run is skipped ("duplicate of row N"),
   unless `allow_duplicates`;
 - when stopped (an `Interruption`, a cancellation, a refused key), every row still gets
@@ -30,12 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from importer.answers import in_doubt
 from importer.errors import AuthError
 from importer.feed import (
     FailureLimit,
@@ -65,7 +71,8 @@ from importer.records import (
     SendResult,
     Status,
 )
-from importer.send import SendJob
+from importer.recover import Claims, Found, Search, Sought, Unknown
+from importer.send import ClaimsSource, SendJob
 from importer.sync import LOOKED_FIRST, UNRESOLVED, KeyedRows, deletion
 
 # Each mark and each commit is one fsync. Bigger batches mean fewer of them, but after a
@@ -85,10 +92,14 @@ class ActivitySender(Protocol):
     """What delivery needs of a sender (`importer.send.Sender` is one)."""
 
     async def send_all(
-        self, jobs: AsyncIterable[SendJob], on_result: Callable[[SendJob, SendResult], None]
+        self,
+        jobs: AsyncIterable[SendJob],
+        on_result: Callable[[SendJob, SendResult], None],
+        *,
+        claims: ClaimsSource | None = None,
     ) -> None: ...
 
-    async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None: ...
+    async def search_activity(self, sought: Sought, known: Claims | None = None) -> Search: ...
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -158,7 +169,8 @@ async def deliver(
     if ledger is not None and not settings.dry_run:
         tasks.append(asyncio.create_task(run.commit_regularly(), name="delivery-commit"))
     poster = _DrySender() if settings.dry_run or sender is None else sender
-    sending = asyncio.create_task(poster.send_all(run.jobs(producer), run.on_result))
+    claims = run.claims if ledger is not None and not settings.dry_run else None
+    sending = asyncio.create_task(poster.send_all(run.jobs(producer), run.on_result, claims=claims))
 
     def drain() -> None:
         run.stop_taking()
@@ -201,11 +213,15 @@ class _DrySender:
     """A dry run's stand-in for the sender: each job is answered with what would be done;
     nothing is looked for on the server (a dry run never asks it)."""
 
-    async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None:
+    async def search_activity(self, sought: Sought, known: Claims | None = None) -> Search:
         raise AssertionError("a dry run never looks on the server")
 
     async def send_all(
-        self, jobs: AsyncIterable[SendJob], on_result: Callable[[SendJob, SendResult], None]
+        self,
+        jobs: AsyncIterable[SendJob],
+        on_result: Callable[[SendJob, SendResult], None],
+        *,
+        claims: ClaimsSource | None = None,
     ) -> None:
         async for job in jobs:
             on_result(job, SendResult(WOULD[job.change]))
@@ -253,10 +269,13 @@ class _Delivery:
             in_thread=self._in_thread,
             put=ordered.put,
             found=self._found_on_server,
+            doubt=self._left_in_doubt,
+            claims=self.claims,
         )
         self.failed = self.sent = 0
         self.gave_up = ""  # why no more rows are taken after too many failures
         self.seen: dict[str, int] = {}  # key -> first row with it, in this run
+        self.left_in_doubt: set[str] = set()  # keys of this run's rows that could not be told
         self.occurrences: Counter[str] = Counter()
         self.batch: list[ToSend] = []  # admitted, not yet marked
         self.marking: list[ToSend] = []  # being marked `sending` now
@@ -323,6 +342,12 @@ class _Delivery:
         if len(self.batch) >= self.batch_size:
             await self.hand_on()
 
+    def _left_in_doubt(self, row: ToSend, reason: str) -> None:
+        """A look for a row an earlier run left under way could not tell: not sent, it stays
+        `sending` (or its change pending), and the next run looks again."""
+        why = f"could not check whether an earlier run created it ({reason})"
+        self.record(row, SendResult(Status.FAILED, error=in_doubt(why), ambiguous=True))
+
     def _found_on_server(self, row: ToSend, activity_id: str) -> None:
         self.record(row, SendResult(status=Status.CREATED, activity_id=activity_id))
         row.outcome.warnings.append("an earlier run had created it; found on the server")
@@ -372,13 +397,29 @@ class _Delivery:
             outcome.warnings.append(LOOKED_FIRST)
         elif entry is not None and entry.state is EntryState.SENDING:
             assert outcome.payload is not None and outcome.contact_id is not None
-            found = await sender.find_activity(outcome.contact_id, outcome.payload)
-            if found is not None:
+            sought = Sought(outcome.contact_id, outcome.payload, entry.marked_instant, outcome.row)
+            found = await sender.search_activity(sought, await self.claims(outcome.contact_id))
+            if isinstance(found, Found):
                 await self._in_thread(self._mark, [row])
-                self.record(row, SendResult(status=Status.CREATED, activity_id=found))
+                self.record(row, SendResult(status=Status.CREATED, activity_id=found.activity_id))
                 outcome.warnings.append("an earlier run had created it; found on the server")
                 return False
+            if isinstance(found, Unknown):  # stays `sending`: the next run looks again
+                self.left_in_doubt.add(row.key)
+                self._left_in_doubt(row, found.reason)
+                return False
         return True
+
+    async def claims(self, contact_id: int) -> Claims:
+        """What a look on the server for a row of `contact_id` must respect: activity ids
+        held by other entries (committed, or recorded and not yet committed), and rows in
+        doubt since earlier runs (this run's rows out or in doubt the sender knows itself)."""
+        assert self.ledger is not None
+        given = {result.activity_id for _, result, _ in self.results if result.activity_id}
+        ids = await self._in_thread(self.ledger.claimed_ids, contact_id)
+        entries = await self._in_thread(self.ledger.in_doubt, contact_id)
+        others = [e for e in entries if e.key not in self.seen or e.key in self.left_in_doubt]
+        return Claims(ids=ids | given, in_doubt=tuple(_sought(e) for e in others))
 
     async def hand_on(self) -> None:
         """Mark the batch `sending` and hand it to the workers once they are down to half a
@@ -439,6 +480,7 @@ class _Delivery:
         outcome.activity_id = result.activity_id or row.activity_id  # deleted: the one deleted
         outcome.attempts = result.attempts
         outcome.error = result.error
+        outcome.in_doubt = result.in_doubt
         self._count(row, result)
         if self.ledger is None or self.settings.dry_run:
             self.ordered.put(row.seq, outcome)
@@ -591,6 +633,12 @@ class _Delivery:
             self.records.gone(key)
         else:
             self.records.fail(key)
+
+
+def _sought(entry: LedgerEntry) -> Sought:
+    """An entry left `sending`, as a search sees another row in doubt."""
+    payload = ActivityPayload.model_validate(json.loads(entry.payload_json))
+    return Sought(entry.contact_id, payload, entry.marked_instant, entry.row)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

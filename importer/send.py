@@ -35,10 +35,8 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
-import ipaddress
 import random
 import time
-import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +54,7 @@ from importer.answers import (
     send_result,
     status_words,
 )
+from importer.base_url import check_base_url, shown_url
 from importer.claims import RunClaims
 from importer.errors import AuthError, ConfigError, ImporterError
 from importer.payload import ActivityPayload
@@ -115,39 +114,6 @@ class SenderSettings:
     def retry_policy(self) -> RetryPolicy:
         """The retry policy in force: `retry` with this `max_attempts`."""
         return dataclasses.replace(self.retry, max_attempts=self.max_attempts)
-
-
-def check_base_url(url: str) -> None:
-    """Refuse a base URL the key must not be sent to: anything but https, except plain
-    http to a loopback host (127.0.0.0/8, ::1, localhost). Raises `ConfigError`."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-    except ValueError:
-        host, parts = "", None
-    if parts is None or parts.scheme not in ("http", "https") or not host:
-        raise ConfigError("the base URL must look like https://api.givebutter.com/v1")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(
-            f"the base URL {_shown(url)} is plain http: the API key would travel unencrypted;"
-            " use https (plain http is allowed only to localhost)"
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    if host.rstrip(".").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _shown(url: str) -> str:
-    """A URL as it may be shown: without any user:password part."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,14 +204,10 @@ class Sender:
         limiter: RateLimit | None = None,
         rng: random.Random | None = None,
         on_notice: NoticeCallback | None = None,
-        claims: ClaimsSource | None = None,
     ) -> None:
         """`limiter` defaults to `RateLimit(settings.rate, on_notice=on_notice)`; `rng`
-        (the backoff jitter) to a fresh `random.Random()`. `claims(contact_id)` tells
-        what the caller knows of a contact that a search must respect (the ledger's
-        created activity ids, rows in doubt since earlier runs); this run's own rows and
-        answers the sender adds itself. Raises `ConfigError` for a refused base URL or an
-        empty or malformed key."""
+        (the backoff jitter) to a fresh `random.Random()`. Raises `ConfigError` for a
+        refused base URL or an empty or malformed key."""
         check_base_url(settings.base_url)
         key = api_key.strip()
         if not key:
@@ -261,12 +223,12 @@ class Sender:
         self._limiter = limiter or RateLimit(settings.rate, on_notice=on_notice)
         self._rng = rng or random.Random()
         self._key_check: ApiResponse | None = None
-        self._claims = claims
-        self._run = RunClaims()
+        self._claims: ClaimsSource | None = None  # the caller's, during `send_all`
+        self._run = RunClaims()  # this sender's own rows out, in doubt, and ids given
 
     def __repr__(self) -> str:
         return (
-            f"Sender(base_url={_shown(self._base_url)!r}, limiter={self._limiter!r},"
+            f"Sender(base_url={shown_url(self._base_url)!r}, limiter={self._limiter!r},"
             f" concurrency={self._settings.concurrency})"
         )
 
@@ -314,24 +276,22 @@ class Sender:
         Raises only `AuthError` (on a 401)."""
         return await self._send_job(SendJob(0, contact_id, payload, marked_at=marked_at))
 
-    async def search_activity(self, sought: recover.Sought) -> recover.Search:
+    async def search_activity(
+        self, sought: recover.Sought, known: recover.Claims | None = None
+    ) -> recover.Search:
         """Look on the server for the activity `sought` may have created: Found, Absent or
-        Unknown (see `importer.recover`), respecting this run's claims and the caller's.
+        Unknown (see `importer.recover`), respecting `known` (the caller's claims: the
+        ledger's) and this sender's own (rows out, rows in doubt, ids given this run).
         A row this run had left in doubt and that is now Found or Absent is settled."""
-        found = await self._search(sought, None)
+        claims = self._run.claims(sought, known)
+        found = await recover.search(self._get_json, sought, claims)
         if not isinstance(found, recover.Unknown):
             self._run.settled(sought)
             if isinstance(found, recover.Found):
                 self._run.give(sought.contact_id, found.activity_id)
         return found
 
-    async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None:
-        """Deprecated (use `search_activity`): the id if Found, else None, which cannot
-        tell "absent" from "could not tell"."""
-        found = await self.search_activity(recover.Sought(contact_id, payload, None))
-        return found.activity_id if isinstance(found, recover.Found) else None
-
-    async def _search(self, sought: recover.Sought, ticket: int | None) -> recover.Search:
+    async def _recheck(self, sought: recover.Sought, ticket: int) -> recover.Search:
         known = await self._claims(sought.contact_id) if self._claims is not None else None
         claims = self._run.claims(sought, known, ticket)
         return await recover.search(self._get_json, sought, claims)
@@ -358,11 +318,11 @@ class Sender:
             answer = await self.request("GET", "/contacts", params={"per_page": "1"})
         except RequestFailed as failure:
             raise ImporterError(
-                f"cannot reach the API at {_shown(self._base_url)}: {failure.reason}"
+                f"cannot reach the API at {shown_url(self._base_url)}: {failure.reason}"
             ) from None
         if 300 <= answer.status < 400 or answer.status == 404:
             raise ConfigError(
-                f"the API at {_shown(self._base_url)} answered {status_words(answer.status)}"
+                f"the API at {shown_url(self._base_url)} answered {status_words(answer.status)}"
                 " to GET /contacts: is the base URL right?"
             )
         self._key_check = answer
@@ -371,9 +331,13 @@ class Sender:
         self,
         jobs: AsyncIterable[SendJob],
         on_result: Callable[[SendJob, SendResult], None],
+        *,
+        claims: ClaimsSource | None = None,
     ) -> None:
         """Create every job's activity with `concurrency` workers; tell `on_result` once
-        per job taken from `jobs`, in the order results come.
+        per job taken from `jobs`, in the order results come. `claims(contact_id)` is
+        what the caller knows that a look before posting again must respect (the ledger's
+        created ids, rows in doubt since earlier runs).
 
         Workers take a job only when free, so no more than `concurrency` are taken and
         unfinished at a time. When cancelled, no new job is taken, each unfinished one is
@@ -382,6 +346,7 @@ class Sender:
         "not sent: the API refused the key", then `AuthError` is raised.
         """
         run = _Run(aiter(jobs))
+        self._claims = claims
         workers = [
             asyncio.create_task(self._work(run, on_result), name=f"send-worker-{number}")
             for number in range(self._settings.concurrency)
@@ -393,6 +358,7 @@ class Sender:
             for worker in workers:
                 worker.cancel()
             await asyncio.wait(workers)
+            self._claims = None
         _raise_first_error(workers)
 
     async def _work(self, run: _Run, on_result: Callable[[SendJob, SendResult], None]) -> None:
@@ -451,7 +417,7 @@ class Sender:
         async def recheck() -> ApiResponse | None:
             # Before posting again after a try whose effect is unknown, look for it: only
             # "absent" posts again.
-            found = await self._search(sought, ticket)
+            found = await self._recheck(sought, ticket)
             if isinstance(found, recover.Unknown):
                 raise _InDoubt(found.reason)
             if isinstance(found, recover.Absent):

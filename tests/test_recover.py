@@ -22,7 +22,7 @@ from importer.recover import (
     search,
 )
 from importer.retry import RetryPolicy
-from importer.send import DEFAULT_BASE_URL, Sender, SenderSettings
+from importer.send import DEFAULT_BASE_URL, Sender, SenderSettings, SendJob
 
 MARK = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 WHEN = datetime(2025, 5, 1, 14, 30, tzinfo=UTC)
@@ -282,13 +282,28 @@ async def test_a_blank_row_is_not_matched_to_another_rows_activity(api, sender):
     assert (first.activity_id, second.status, second.activity_id) == ("a1", Status.CREATED, "b1")
 
 
-async def test_the_callers_claims_are_respected(api):
+async def test_the_callers_claims_are_respected(api, sender):
+    api.get(LIST_42, payload=page(documented("a1", created=MARK)))
+    assert await sender.search_activity(sought(), Claims(ids=frozenset({"a1"}))) == Absent()
+
+
+async def test_claims_given_to_send_all_are_respected_by_its_look_before_posting_again(
+    api, sender
+):
+    asked = []
+
     async def claims(contact_id):
-        assert contact_id == 42
+        asked.append(contact_id)
         return Claims(ids=frozenset({"a1"}))
 
-    settings = SenderSettings(rate=1000.0, max_attempts=3, retry=RetryPolicy(base_delay=0.001))
-    async with aiohttp.ClientSession() as session:
-        sender = Sender(session, "key-123", settings, claims=claims)
-        api.get(LIST_42, payload=page(documented("a1", created=MARK)))
-        assert await sender.search_activity(sought()) == Absent()
+    api.post(POST_42, status=500)
+    api.get(LIST_42, payload=page(created_now("a1")))  # another row's: not this one
+    api.post(POST_42, payload=created_now("a2"))
+    results = []
+
+    async def one_job():
+        yield SendJob(2, 42, CALL)
+
+    await sender.send_all(one_job(), lambda job, result: results.append(result), claims=claims)
+    assert [(r.status, r.activity_id) for r in results] == [(Status.CREATED, "a2")]
+    assert asked == [42] and posts(api) == 2

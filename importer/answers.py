@@ -23,7 +23,8 @@ _MESSAGE_LIMIT = 300
 
 def in_doubt(why: str) -> str:
     """The reason given to a row whose creation is in doubt and that is not sent again."""
-    return f"in doubt: {why}; not sent again (the next run looks for it)"
+    # No "; " inside: the summary splits a reason on it.
+    return f"in doubt: {why}, so not sent again (the next run looks for it)"
 
 
 @dataclass(slots=True)

@@ -218,6 +218,9 @@ def _run_checked(args: argparse.Namespace, rows: RowSelection) -> int:
                 delete_missing=args.delete_missing,
                 max_delete=parse_max_delete(args.max_delete),
                 max_failures=parse_max_failures(args.max_failures),
+                new_ledger=args.new_ledger,
+                mark_created=dict(args.mark_created),
+                mark_absent=frozenset(args.mark_absent),
                 on_start=progress.start,
                 on_progress=progress.advance,
                 on_notice=progress.notice,
@@ -484,6 +487,19 @@ def _row_ranges(text: str) -> tuple[tuple[int, int], ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _row_number(text: str) -> int:
+    if not text.strip().isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a row number")
+    return int(text)
+
+
+def _row_and_id(text: str) -> tuple[int, str]:
+    row, sep, activity_id = text.partition("=")
+    if not sep or not activity_id.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROW=ID (e.g. 12=ab34cd)")
+    return _row_number(row), activity_id.strip()
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `run` and `retry` share: where and how to send, the ledger, output."""
     parser.add_argument("--mapping", "-m", required=True, help="the mapping YAML")
@@ -521,6 +537,28 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-ledger", action="store_true", help="keep no record (unsafe to re-run)"
+    )
+    parser.add_argument(
+        "--new-ledger",
+        action="store_true",
+        help="the ledger file is empty on purpose: start a new ledger in it "
+        "(without this, an empty ledger stops the run)",
+    )
+    parser.add_argument(
+        "--mark-created",
+        action="append",
+        default=[],
+        type=_row_and_id,
+        metavar="ROW=ID",
+        help="settle a row in doubt by hand: it exists in Givebutter as activity ID (repeatable)",
+    )
+    parser.add_argument(
+        "--mark-absent",
+        action="append",
+        default=[],
+        type=_row_number,
+        metavar="ROW",
+        help="settle a row in doubt by hand: it is not in Givebutter, send it (repeatable)",
     )
     parser.add_argument(
         "--allow-duplicates",

@@ -365,3 +365,21 @@ def test_kill_9_at_100_ms_latency_then_a_resume_gives_exactly_once(tmp_path, ech
         assert json.dumps(sorted(Counter(server_activities(box).values()).values())) == json.dumps(
             [1] * 300
         )
+
+
+def test_a_summary_path_that_cannot_be_written_stops_the_run_before_any_request(tmp_path, capsys):
+    data = write_csv(tmp_path / "d.csv", [["10001", "note", "s", "", ""]])
+    with sandbox_in_thread(SandboxSettings(limits=())) as box:
+        summary = tmp_path / "missing" / "summary.json"
+        assert cli(box, tmp_path, data, "r.csv", "--summary-json", str(summary)) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert str(summary) in line
+        assert box.stats.count() == 0  # not even the key check went out
+
+
+def test_mark_created_wants_row_equals_id(tmp_path, capsys):
+    data = write_csv(tmp_path / "d.csv", [["10001", "note", "s", "", ""]])
+    with sandbox_in_thread(SandboxSettings(limits=())) as box, pytest.raises(SystemExit) as bad:
+        cli(box, tmp_path, data, "r.csv", "--mark-created", "12")
+    assert bad.value.code == 2
+    assert "'12' is not ROW=ID" in capsys.readouterr().err

@@ -287,9 +287,7 @@ async def test_the_callers_claims_are_respected(api, sender):
     assert await sender.search_activity(sought(), Claims(ids=frozenset({"a1"}))) == Absent()
 
 
-async def test_claims_given_to_send_all_are_respected_by_its_look_before_posting_again(
-    api, sender
-):
+async def test_claims_given_to_send_all_are_respected_by_its_look_before_posting_again(api, sender):
     asked = []
 
     async def claims(contact_id):

@@ -131,8 +131,8 @@ class SendJob:
     marked_at: datetime | None = None  # when the ledger marked it `sending` (aware), if it did
 
 
+# contact id -> what the caller knows of it that a look on the server must respect
 ClaimsSource = Callable[[int], Awaitable[recover.Claims]]
-"""contact id -> what the caller knows of it that a search must respect."""
 
 
 class _InDoubt(Exception):
@@ -263,10 +263,8 @@ class Sender:
     ) -> ApiResponse:
         """Send `method` to base URL + `path` (which starts with `/`), with retries.
 
-        Gives the final answer, whatever its status (a 4xx, or a retryable status once
-        the tries are used up). Raises `AuthError` on a 401 and `RequestFailed` when the
-        last try got no answer.
-        """
+        Gives the final answer, whatever its status (a 4xx, or a retryable status once the
+        tries are used up). Raises `AuthError` on a 401, `RequestFailed` if none came."""
         return await self._request(method, path, json, params, _Exchange())
 
     async def create_activity(

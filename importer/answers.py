@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
 from importer.records import SendResult, Status
 
 MAY_EXIST = " (the activity may have been created anyway)"
@@ -149,3 +151,21 @@ def parse_json(text: str) -> Any:
 
 def after_attempts(reason: str, attempts: int) -> str:
     return f"{reason} (after {attempts} attempts)" if attempts > 1 else reason
+
+
+def describe_error(error: BaseException, timeout: float) -> tuple[str, bool, bool]:
+    """A request that got no answer, in plain words: (reason, worth another try, whether
+    it may have had an effect on the server)."""
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return f"could not connect within {timeout:g} s", True, False
+    if isinstance(error, TimeoutError):
+        return f"no answer within {timeout:g} s", True, True
+    if isinstance(error, aiohttp.ClientSSLError):
+        return f"the TLS connection was refused: {error}", False, False
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"could not connect: {error}", True, False
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before answering", True, True
+    if isinstance(error, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return f"the connection failed: {error}", True, True
+    return f"the request failed: {type(error).__name__}: {error}", False, True

@@ -1,4 +1,5 @@
-"""The base URL the key may be sent to, and how a URL may be shown."""
+"""The base URL the key may be sent to, how a URL may be shown, and the key kept out of
+sight (no repr, vars() or traceback local shows it)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,21 @@ def shown_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     netloc = parts.netloc.rpartition("@")[2]
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class ApiKey:
+    """Holds the key so that no repr, vars() or traceback local shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "<API key>"
+
+    def reveal(self) -> str:
+        return self._value
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._value, "<API key>") if self._value else text

@@ -49,12 +49,13 @@ from importer.answers import (
     MAY_EXIST,
     ApiResponse,
     after_attempts,
+    describe_error,
     in_doubt,
     parse_json,
     send_result,
     status_words,
 )
-from importer.base_url import check_base_url, shown_url
+from importer.base_url import ApiKey, check_base_url, shown_url
 from importer.claims import RunClaims
 from importer.errors import AuthError, ConfigError, ImporterError
 from importer.payload import ActivityPayload
@@ -174,24 +175,6 @@ class _Exchange:
         )
 
 
-class _ApiKey:
-    """Holds the key so that no repr, vars() or traceback local shows it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def __repr__(self) -> str:
-        return "<API key>"
-
-    def reveal(self) -> str:
-        return self._value
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self._value, "<API key>") if self._value else text
-
-
 class Sender:
     """Sends requests to the API through one rate limit and one retry policy."""
 
@@ -214,7 +197,7 @@ class Sender:
             raise ConfigError("no API key given")
         if any(ch.isspace() or not ch.isprintable() for ch in key):
             raise ConfigError("the API key contains spaces or control characters; check it")
-        self._key = _ApiKey(key)
+        self._key = ApiKey(key)
         self._session = session
         self._settings = settings
         self._policy = settings.retry_policy
@@ -477,7 +460,7 @@ class Sender:
 
     async def _after_error(self, error: BaseException, exchange: _Exchange) -> None:
         """After a try with no answer: wait to try again, or raise `RequestFailed`."""
-        reason, retryable, unknown_effect = _describe_error(error, self._settings.timeout)
+        reason, retryable, unknown_effect = describe_error(error, self._settings.timeout)
         exchange.ambiguous |= unknown_effect
         if not (retryable and self._policy.allows_another(exchange.attempts)):
             raise RequestFailed(
@@ -605,19 +588,3 @@ def _raise_first_error(workers: list[asyncio.Task[None]]) -> None:
             raise error
     if errors:
         raise errors[0]
-
-
-def _describe_error(error: BaseException, timeout: float) -> tuple[str, bool, bool]:
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
-        return f"could not connect within {timeout:g} s", True, False
-    if isinstance(error, TimeoutError):
-        return f"no answer within {timeout:g} s", True, True
-    if isinstance(error, aiohttp.ClientSSLError):
-        return f"the TLS connection was refused: {error}", False, False
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return f"could not connect: {error}", True, False
-    if isinstance(error, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection before answering", True, True
-    if isinstance(error, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
-        return f"the connection failed: {error}", True, True
-    return f"the request failed: {type(error).__name__}: {error}", False, True

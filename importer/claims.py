@@ -14,7 +14,7 @@ may have made. `RunClaims` keeps, per contact:
   few minutes of sending, however long the run.
 
 What the ledger knows (created entries of earlier runs, rows in doubt since an earlier
-run) is the caller's to add: see `Sender(claims=...)`.
+run) is the caller's to add (`Sender.send_all(claims=...)`); `ledger_claims` reads it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from importer.ledger import Ledger, LedgerEntry
+from importer.payload import ActivityPayload
 from importer.recover import CLOCK_SKEW, Claims, Sought
 
 _FORGET_AFTER = 2 * CLOCK_SKEW.total_seconds()
@@ -92,3 +94,18 @@ class RunClaims:
                 ids.discard(activity_id)
                 if not ids:
                     del self._given[contact]
+
+
+def ledger_claims(ledger: Ledger, contact_id: int, ours: Callable[[str], bool]) -> Claims:
+    """What the ledger knows of a contact that a look on the server must respect: the
+    activity ids its entries and records hold, and its entries still `sending` (rows in
+    doubt since earlier runs) but those `ours(key)` says this run settles itself. Called on
+    the ledger's thread."""
+    entries = [e for e in ledger.in_doubt(contact_id) if not ours(e.key)]
+    return Claims(ids=ledger.claimed_ids(contact_id), in_doubt=tuple(map(_sought, entries)))
+
+
+def _sought(entry: LedgerEntry) -> Sought:
+    """An entry left `sending`, as a search sees another row in doubt."""
+    payload = ActivityPayload.model_validate_json(entry.payload_json)
+    return Sought(entry.contact_id, payload, entry.marked_instant, entry.row)

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from importer import __version__
-from importer.delivery import FailureLimit, Interruption
+from importer.delivery import Interruption
 from importer.errors import ConfigError, ImporterError
+from importer.feed import FailureLimit
 from importer.fit import check_fit
 from importer.layout import find_layout
 from importer.mapping import load_mapping

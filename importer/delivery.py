@@ -9,11 +9,8 @@ What it promises, with a ledger:
 - every valid row is marked `sending` (durably) before its request goes out, and its
   outcome is reported only once the ledger has committed it;
 - a key the ledger has `created` is skipped ("already imported"); a key an earlier run
-  left `sending` is looked for on the server first (`importer.recover`): found, it is
-  recorded created; absent, it is sent; could not tell, it is reported failed "in doubt",
-  stays `sending`, and is not sent;
-- every look on the server respects what the ledger and this run know: activity ids held
-  by other rows (committed or not), and other rows in doubt (`claims`);
+  left `sending` is looked for on the server first (`importer.recover`, with `claims`):
+  found, recorded created; absent, sent; could not tell, failed "in doubt", not sent;
 - a row identical to an earlier row of the same run is skipped ("duplicate of row N"),
   unless `allow_duplicates`;
 - when stopped (an `Interruption`, a cancellation, a refused key), every row still gets
@@ -33,25 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
-import json
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from importer.answers import in_doubt
+from importer.claims import ledger_claims
+from importer.delivery_settings import DeliverySettings
 from importer.errors import AuthError
 from importer.feed import (
-    FailureLimit,
     Interruption,
     OrderedOutcomes,
     ReportCallback,
     RowFeed,
     ToSend,
 )
-from importer.key_records import Begun, KeyRecord, KeyRecords, content_hash
+from importer.key_records import Begun, KeyRecords, content_hash
 from importer.ledger import (
     EntryState,
     Ledger,
@@ -61,7 +58,6 @@ from importer.ledger import (
     key_of_json,
     normalise_base_url,
 )
-from importer.payload import ActivityPayload
 from importer.ratelimit import NoticeCallback
 from importer.records import (
     KEY_REFUSED,
@@ -86,54 +82,18 @@ MARK_AHEAD_SECONDS = 0.25  # a batch is about this much sending at the rate rows
 LOOKUP_GROUP = 500  # rows whose keys are looked up in the ledger at once
 
 _T = TypeVar("_T")
+OnResult = Callable[[SendJob, SendResult], None]
+Claimer = ClaimsSource | None
 
 
 class ActivitySender(Protocol):
     """What delivery needs of a sender (`importer.send.Sender` is one)."""
 
     async def send_all(
-        self,
-        jobs: AsyncIterable[SendJob],
-        on_result: Callable[[SendJob, SendResult], None],
-        *,
-        claims: ClaimsSource | None = None,
+        self, jobs: AsyncIterable[SendJob], on_result: OnResult, *, claims: Claimer = None
     ) -> None: ...
 
     async def search_activity(self, sought: Sought, known: Claims | None = None) -> Search: ...
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DeliverySettings:
-    """What delivery needs to know of the run besides its rows."""
-
-    base_url: str
-    """The API's address: part of every ledger key, so that two servers never mix."""
-
-    input_name: str = ""
-    """What the ledger says a row came from (the input file's name)."""
-
-    allow_duplicates: bool = False
-    """Identical rows in one input are separate activities (the n-th copy is its own key)."""
-
-    source: str = ""
-    """The name of the stream of files whose rows have source keys (`key:`): a key is known
-    per account and per source."""
-
-    run_id: str = ""
-    """This run's id, kept with each record it changes."""
-
-    recreate_deleted: bool = False
-    """A keyed row whose activity was deleted in Givebutter is created again (else refused)."""
-
-    deletions: tuple[KeyRecord, ...] = ()
-    """Records whose keys left the source, to delete once the input's rows are sent."""
-
-    max_failures: FailureLimit | None = None
-    """Take no more rows once this many have failed."""
-
-    dry_run: bool = False
-    """Decide every row as a run would, with the ledger's knowledge, and report what would
-    be done (`would create`, ...): no request, no ledger write."""
 
 
 WOULD = {
@@ -217,11 +177,7 @@ class _DrySender:
         raise AssertionError("a dry run never looks on the server")
 
     async def send_all(
-        self,
-        jobs: AsyncIterable[SendJob],
-        on_result: Callable[[SendJob, SendResult], None],
-        *,
-        claims: ClaimsSource | None = None,
+        self, jobs: AsyncIterable[SendJob], on_result: OnResult, *, claims: Claimer = None
     ) -> None:
         async for job in jobs:
             on_result(job, SendResult(WOULD[job.change]))
@@ -411,15 +367,17 @@ class _Delivery:
         return True
 
     async def claims(self, contact_id: int) -> Claims:
-        """What a look on the server for a row of `contact_id` must respect: activity ids
-        held by other entries (committed, or recorded and not yet committed), and rows in
-        doubt since earlier runs (this run's rows out or in doubt the sender knows itself)."""
+        """What a look on the server for a row of `contact_id` must respect (`ledger_claims`),
+        with the activity ids this run recorded and has not yet committed."""
         assert self.ledger is not None
+        ours = self.ours
+        known = await self._in_thread(ledger_claims, self.ledger, contact_id, ours)
         given = {result.activity_id for _, result, _ in self.results if result.activity_id}
-        ids = await self._in_thread(self.ledger.claimed_ids, contact_id)
-        entries = await self._in_thread(self.ledger.in_doubt, contact_id)
-        others = [e for e in entries if e.key not in self.seen or e.key in self.left_in_doubt]
-        return Claims(ids=ids | given, in_doubt=tuple(_sought(e) for e in others))
+        return dataclasses.replace(known, ids=known.ids | given)
+
+    def ours(self, key: str) -> bool:
+        """Whether this run has settled the row of `key`, or has it on its way."""
+        return key in self.seen and key not in self.left_in_doubt
 
     async def hand_on(self) -> None:
         """Mark the batch `sending` and hand it to the workers once they are down to half a
@@ -633,12 +591,6 @@ class _Delivery:
             self.records.gone(key)
         else:
             self.records.fail(key)
-
-
-def _sought(entry: LedgerEntry) -> Sought:
-    """An entry left `sending`, as a search sees another row in doubt."""
-    payload = ActivityPayload.model_validate(json.loads(entry.payload_json))
-    return Sought(entry.contact_id, payload, entry.marked_instant, entry.row)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

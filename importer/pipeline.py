@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 import aiohttp
 
 from importer.decide import decide_rows_of
-from importer.delivery import DeliverySettings, FailureLimit, Interruption, RowFeed, deliver
+from importer.delivery import DeliverySettings, Interruption, RowFeed, deliver
 from importer.dry_run import chunks_to_take, dry_run_in_thread, dry_run_resolving
 from importer.errors import ConfigError, ImporterError
+from importer.feed import FailureLimit
 from importer.key_records import KeyRecords
 from importer.ledger import Ledger, normalise_base_url
 from importer.mapper import Mapper

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from importer.delivery import DeliverySettings, FailureLimit, RowFeed, deliver
+from importer.delivery import DeliverySettings, RowFeed, deliver
+from importer.feed import FailureLimit
 from importer.key_records import Begun, KeyRecords, RecordState, content_hash
 from importer.ledger import Ledger, normalise_base_url
 from importer.payload import ActivityPayload

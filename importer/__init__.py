@@ -15,7 +15,14 @@ The names below are the library's public face; everything else may change.
 __version__ = "0.1.0"
 
 from importer.delivery import Interruption
-from importer.errors import AuthError, ConfigError, ImporterError, InputError, MappingError
+from importer.errors import (
+    AuthError,
+    ConfigError,
+    ImporterError,
+    InputError,
+    LedgerError,
+    MappingError,
+)
 from importer.mapping import Mapping, load_mapping
 from importer.pipeline import (
     RunOptions,
@@ -38,6 +45,7 @@ __all__ = [
     "ImporterError",
     "InputError",
     "Interruption",
+    "LedgerError",
     "Mapping",
     "MappingError",
     "Outcome",

@@ -14,8 +14,9 @@
 
 from __future__ import annotations
 
+from importer.answers import ApiResponse, failure_reason
 from importer.records import Change, SendResult, Status
-from importer.send import ApiResponse, RequestFailed, Sender, SendJob, failure_reason
+from importer.send import RequestFailed, Sender, SendJob
 from importer.sync import GONE
 
 UNSUPPORTED_STATUSES = frozenset({405, 422, 501})

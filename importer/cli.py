@@ -21,13 +21,14 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from importer import __version__
-from importer.delivery import FailureLimit, Interruption
+from importer.delivery import Interruption
 from importer.errors import ConfigError, ImporterError
+from importer.feed import FailureLimit
 from importer.fit import check_fit
 from importer.layout import find_layout
 from importer.mapping import load_mapping
@@ -52,6 +53,7 @@ from importer.undo import failed_rows, undo_lines, undo_run
 if TYPE_CHECKING:
     from importer.sandbox import Sandbox
 
+T = TypeVar("T")
 API_KEY_VARIABLE = "GIVEBUTTER_API_KEY"
 BASE_URL_VARIABLE = "GIVEBUTTER_BASE_URL"
 PROG = "givebutter-import"
@@ -217,8 +219,12 @@ def _run_checked(args: argparse.Namespace, rows: RowSelection) -> int:
                 source=args.source or Path(args.mapping).stem,
                 recreate_deleted=args.recreate_deleted,
                 delete_missing=args.delete_missing,
-                max_delete=parse_max_delete(args.max_delete),
-                max_failures=parse_max_failures(args.max_failures),
+                max_delete=_limit(DeleteLimit.parse, args.max_delete, "--max-delete")
+                or DeleteLimit(),
+                max_failures=_limit(FailureLimit.parse, args.max_failures, "--max-failures"),
+                new_ledger=args.new_ledger,
+                mark_created=dict(args.mark_created),
+                mark_absent=frozenset(args.mark_absent),
                 on_start=progress.start,
                 on_progress=progress.advance,
                 on_notice=progress.notice,
@@ -261,35 +267,11 @@ def _run_with_ctrl_c(options: RunOptions) -> Summary:
     return asyncio.run(go())
 
 
-def parse_max_delete(text: str) -> DeleteLimit:
-    count, share = _number_or_share(text, "--max-delete")
-    return DeleteLimit(count=count, share=share)
-
-
-def parse_max_failures(text: str | None) -> FailureLimit | None:
-    if text is None:
-        return None
-    count, share = _number_or_share(text, "--max-failures")
-    if count == 0:
-        raise ConfigError("--max-failures must be at least 1 (or a percentage)")
-    return FailureLimit(count=count, percent=None if share is None else share * 100)
-
-
-def _number_or_share(text: str, option: str) -> tuple[int | None, float | None]:
-    """`N` (a whole number) or `P%` (a share from 0 to 100%) as (N, None) or (None, P/100)."""
-    value = text.strip()
+def _limit(parse: Callable[[str], T], text: str | None, option: str) -> T | None:
     try:
-        if value.endswith("%"):
-            share = float(value[:-1]) / 100
-            if not 0 <= share <= 1:
-                raise ValueError
-            return None, share
-        count = int(value)
-        if count < 0:
-            raise ValueError
-        return count, None
-    except ValueError:
-        raise ConfigError(f"{option} takes a whole number or a percentage such as 5%") from None
+        return None if text is None else parse(text)
+    except ValueError as error:
+        raise ConfigError(f"{option}: {error}") from None
 
 
 def _default_results_path(input_path: Path) -> Path:
@@ -485,6 +467,19 @@ def _row_ranges(text: str) -> tuple[tuple[int, int], ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _row_number(text: str) -> int:
+    if not text.strip().isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a row number")
+    return int(text)
+
+
+def _row_and_id(text: str) -> tuple[int, str]:
+    row, sep, activity_id = text.partition("=")
+    if not sep or not activity_id.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROW=ID (e.g. 12=ab34cd)")
+    return _row_number(row), activity_id.strip()
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options `run` and `retry` share: where and how to send, the ledger, output."""
     parser.add_argument("--mapping", "-m", required=True, help="the mapping YAML")
@@ -522,6 +517,28 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-ledger", action="store_true", help="keep no record (unsafe to re-run)"
+    )
+    parser.add_argument(
+        "--new-ledger",
+        action="store_true",
+        help="the ledger file is empty on purpose: start a new ledger in it "
+        "(without this, an empty ledger stops the run)",
+    )
+    parser.add_argument(
+        "--mark-created",
+        action="append",
+        default=[],
+        type=_row_and_id,
+        metavar="ROW=ID",
+        help="settle a row in doubt by hand: it exists in Givebutter as activity ID (repeatable)",
+    )
+    parser.add_argument(
+        "--mark-absent",
+        action="append",
+        default=[],
+        type=_row_number,
+        metavar="ROW",
+        help="settle a row in doubt by hand: it is not in Givebutter, send it (repeatable)",
     )
     parser.add_argument(
         "--allow-duplicates",

@@ -9,7 +9,8 @@ What it promises, with a ledger:
 - every valid row is marked `sending` (durably) before its request goes out, and its
   outcome is reported only once the ledger has committed it;
 - a key the ledger has `created` is skipped ("already imported"); a key an earlier run
-  left `sending` is looked for on the server first;
+  left `sending` is looked for on the server first (`importer.recover`, with `claims`):
+  found, recorded created; absent, sent; could not tell, failed "in doubt", not sent;
 - a row identical to an earlier row of the same run is skipped ("duplicate of row N"),
   unless `allow_duplicates`;
 - when stopped (an `Interruption`, a cancellation, a refused key), every row still gets
@@ -29,23 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from collections import Counter, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from importer.answers import in_doubt
+from importer.claims import ledger_claims
+from importer.delivery_settings import DeliverySettings
 from importer.errors import AuthError
 from importer.feed import (
-    FailureLimit,
     Interruption,
     OrderedOutcomes,
     ReportCallback,
     RowFeed,
     ToSend,
 )
-from importer.key_records import Begun, KeyRecord, KeyRecords, content_hash
+from importer.key_records import Begun, KeyRecords, content_hash
 from importer.ledger import (
     EntryState,
     Ledger,
@@ -55,7 +58,6 @@ from importer.ledger import (
     key_of_json,
     normalise_base_url,
 )
-from importer.payload import ActivityPayload
 from importer.ratelimit import NoticeCallback
 from importer.records import (
     KEY_REFUSED,
@@ -65,7 +67,8 @@ from importer.records import (
     SendResult,
     Status,
 )
-from importer.send import SendJob
+from importer.recover import Claims, Found, Search, Sought, Unknown
+from importer.send import ClaimsSource, SendJob
 from importer.sync import LOOKED_FIRST, UNRESOLVED, KeyedRows, deletion
 
 # Each mark and each commit is one fsync. Bigger batches mean fewer of them, but after a
@@ -79,50 +82,18 @@ MARK_AHEAD_SECONDS = 0.25  # a batch is about this much sending at the rate rows
 LOOKUP_GROUP = 500  # rows whose keys are looked up in the ledger at once
 
 _T = TypeVar("_T")
+OnResult = Callable[[SendJob, SendResult], None]
+Claimer = ClaimsSource | None
 
 
 class ActivitySender(Protocol):
     """What delivery needs of a sender (`importer.send.Sender` is one)."""
 
     async def send_all(
-        self, jobs: AsyncIterable[SendJob], on_result: Callable[[SendJob, SendResult], None]
+        self, jobs: AsyncIterable[SendJob], on_result: OnResult, *, claims: Claimer = None
     ) -> None: ...
 
-    async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None: ...
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DeliverySettings:
-    """What delivery needs to know of the run besides its rows."""
-
-    base_url: str
-    """The API's address: part of every ledger key, so that two servers never mix."""
-
-    input_name: str = ""
-    """What the ledger says a row came from (the input file's name)."""
-
-    allow_duplicates: bool = False
-    """Identical rows in one input are separate activities (the n-th copy is its own key)."""
-
-    source: str = ""
-    """The name of the stream of files whose rows have source keys (`key:`): a key is known
-    per account and per source."""
-
-    run_id: str = ""
-    """This run's id, kept with each record it changes."""
-
-    recreate_deleted: bool = False
-    """A keyed row whose activity was deleted in Givebutter is created again (else refused)."""
-
-    deletions: tuple[KeyRecord, ...] = ()
-    """Records whose keys left the source, to delete once the input's rows are sent."""
-
-    max_failures: FailureLimit | None = None
-    """Take no more rows once this many have failed."""
-
-    dry_run: bool = False
-    """Decide every row as a run would, with the ledger's knowledge, and report what would
-    be done (`would create`, ...): no request, no ledger write."""
+    async def search_activity(self, sought: Sought, known: Claims | None = None) -> Search: ...
 
 
 WOULD = {
@@ -158,7 +129,8 @@ async def deliver(
     if ledger is not None and not settings.dry_run:
         tasks.append(asyncio.create_task(run.commit_regularly(), name="delivery-commit"))
     poster = _DrySender() if settings.dry_run or sender is None else sender
-    sending = asyncio.create_task(poster.send_all(run.jobs(producer), run.on_result))
+    claims = run.claims if ledger is not None and not settings.dry_run else None
+    sending = asyncio.create_task(poster.send_all(run.jobs(producer), run.on_result, claims=claims))
 
     def drain() -> None:
         run.stop_taking()
@@ -201,11 +173,11 @@ class _DrySender:
     """A dry run's stand-in for the sender: each job is answered with what would be done;
     nothing is looked for on the server (a dry run never asks it)."""
 
-    async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None:
+    async def search_activity(self, sought: Sought, known: Claims | None = None) -> Search:
         raise AssertionError("a dry run never looks on the server")
 
     async def send_all(
-        self, jobs: AsyncIterable[SendJob], on_result: Callable[[SendJob, SendResult], None]
+        self, jobs: AsyncIterable[SendJob], on_result: OnResult, *, claims: Claimer = None
     ) -> None:
         async for job in jobs:
             on_result(job, SendResult(WOULD[job.change]))
@@ -253,10 +225,13 @@ class _Delivery:
             in_thread=self._in_thread,
             put=ordered.put,
             found=self._found_on_server,
+            doubt=self._left_in_doubt,
+            claims=self.claims,
         )
         self.failed = self.sent = 0
         self.gave_up = ""  # why no more rows are taken after too many failures
         self.seen: dict[str, int] = {}  # key -> first row with it, in this run
+        self.left_in_doubt: set[str] = set()  # keys of this run's rows that could not be told
         self.occurrences: Counter[str] = Counter()
         self.batch: list[ToSend] = []  # admitted, not yet marked
         self.marking: list[ToSend] = []  # being marked `sending` now
@@ -323,6 +298,12 @@ class _Delivery:
         if len(self.batch) >= self.batch_size:
             await self.hand_on()
 
+    def _left_in_doubt(self, row: ToSend, reason: str) -> None:
+        """A look for a row an earlier run left under way could not tell: not sent, it stays
+        `sending` (or its change pending), and the next run looks again."""
+        why = f"could not check whether an earlier run created it ({reason})"
+        self.record(row, SendResult(Status.FAILED, error=in_doubt(why), ambiguous=True))
+
     def _found_on_server(self, row: ToSend, activity_id: str) -> None:
         self.record(row, SendResult(status=Status.CREATED, activity_id=activity_id))
         row.outcome.warnings.append("an earlier run had created it; found on the server")
@@ -372,13 +353,31 @@ class _Delivery:
             outcome.warnings.append(LOOKED_FIRST)
         elif entry is not None and entry.state is EntryState.SENDING:
             assert outcome.payload is not None and outcome.contact_id is not None
-            found = await sender.find_activity(outcome.contact_id, outcome.payload)
-            if found is not None:
+            sought = Sought(outcome.contact_id, outcome.payload, entry.marked_instant, outcome.row)
+            found = await sender.search_activity(sought, await self.claims(outcome.contact_id))
+            if isinstance(found, Found):
                 await self._in_thread(self._mark, [row])
-                self.record(row, SendResult(status=Status.CREATED, activity_id=found))
+                self.record(row, SendResult(status=Status.CREATED, activity_id=found.activity_id))
                 outcome.warnings.append("an earlier run had created it; found on the server")
                 return False
+            if isinstance(found, Unknown):  # stays `sending`: the next run looks again
+                self.left_in_doubt.add(row.key)
+                self._left_in_doubt(row, found.reason)
+                return False
         return True
+
+    async def claims(self, contact_id: int) -> Claims:
+        """What a look on the server for a row of `contact_id` must respect (`ledger_claims`),
+        with the activity ids this run recorded and has not yet committed."""
+        assert self.ledger is not None
+        ours = self.ours
+        known = await self._in_thread(ledger_claims, self.ledger, contact_id, ours)
+        given = {result.activity_id for _, result, _ in self.results if result.activity_id}
+        return dataclasses.replace(known, ids=known.ids | given)
+
+    def ours(self, key: str) -> bool:
+        """Whether this run has settled the row of `key`, or has it on its way."""
+        return key in self.seen and key not in self.left_in_doubt
 
     async def hand_on(self) -> None:
         """Mark the batch `sending` and hand it to the workers once they are down to half a
@@ -439,6 +438,7 @@ class _Delivery:
         outcome.activity_id = result.activity_id or row.activity_id  # deleted: the one deleted
         outcome.attempts = result.attempts
         outcome.error = result.error
+        outcome.in_doubt = result.in_doubt
         self._count(row, result)
         if self.ledger is None or self.settings.dry_run:
             self.ordered.put(row.seq, outcome)

@@ -4,6 +4,7 @@
     ├── InputError        the input file cannot be read as a table
     ├── MappingError      the mapping file is malformed or does not fit the input
     ├── ConfigError       bad arguments or environment (no API key, bad --rate, ...)
+    ├── LedgerError       the ledger cannot be read or written (damaged, disk full)
     └── AuthError         the API refused the key (401): nothing more can be sent
 
 Row-level problems are never exceptions: they are `Outcome`s with a reason.
@@ -35,6 +36,10 @@ class MappingError(ImporterError):
 
 class ConfigError(ImporterError):
     """Bad arguments or environment."""
+
+
+class LedgerError(ImporterError):
+    """The ledger cannot be read or written: damaged, on a full disk, not a file."""
 
 
 class AuthError(ImporterError):

@@ -169,5 +169,25 @@ class FailureLimit:
     def describe(self) -> str:
         return f"{self.count:,} rows" if self.count is not None else f"{self.percent:g}% of rows"
 
+    @classmethod
+    def parse(cls, text: str) -> FailureLimit:
+        """`N` rows, or `P%` of the rows sent; ValueError if neither (or 0)."""
+        count, share = number_or_share(text)
+        if count == 0:
+            raise ValueError("at least 1 row (or a percentage)")
+        return cls(count=count, percent=None if share is None else share * 100)
 
-MIN_JUDGED = 20  # rows sent before a percentage of failures is judged
+
+def number_or_share(text: str) -> tuple[int | None, float | None]:
+    """`N` (a whole number) as (N, None), or `P%` (0 to 100%) as (None, P / 100)."""
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            share = float(value[:-1]) / 100
+            if 0 <= share <= 1:
+                return None, share
+        elif (count := int(value)) >= 0:
+            return count, None
+    except ValueError:
+        pass
+    raise ValueError(f"'{text}' is neither a whole number nor a percentage such as 5%")

@@ -19,8 +19,13 @@ What is promised
   stay in `sending` and are listed by `ambiguous()`: their POST may or may not have landed,
   so look for them on the server before sending them again.
 - One run at a time: `Ledger.open()` takes an exclusive `flock` on `PATH.lock` for the
-  ledger's lifetime. The kernel releases it when the process ends, however it ends. A second
-  open raises `LedgerBusy` (or waits, with `wait=True`).
+  ledger's lifetime, PATH resolved first, so a symlink to the ledger shares its lock. The
+  kernel releases it when the process ends, however it ends. A second open raises
+  `LedgerBusy` (or waits, with `wait=True`).
+- Each entry keeps `marked_at`, when it was marked `sending`; marking again an entry still
+  `sending` keeps the first mark, so a search for it on the server never looks too late.
+- A file that is not a ledger (empty, foreign), a damaged one, a full disk: one line,
+  never a traceback (see `importer.ledger_file`).
 - The ledger file, its WAL and its lock file are created readable by their owner only
   (0600), in a directory created 0700 if missing: they hold activity bodies, which can carry
   personal data.
@@ -44,99 +49,60 @@ and transactions are per batch (`mark_sending`, `commit`), never per row.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from importer.errors import ConfigError
+from importer.ledger_file import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    LedgerBusy,
+    acquire_lock,
+    connect,
+    lock_path,
+    real_path,
+    shown,
+    transaction,
+    translate_errors,
+)
+from importer.ledger_file import now as _now
 from importer.payload import ActivityPayload
-from importer.private_files import ensure_private_file, make_private_folders
+from importer.private_files import make_private_folders
+
+__all__ = ["SCHEMA_VERSION", "LedgerBusy", "lock_path"]  # re-exported: part of this API
+_transaction = transaction  # the name the ledger's companion modules (key_records) use
+_MIGRATIONS = MIGRATIONS  # the name the migration tests read
 
 _T = TypeVar("_T")
 _LOOKUP_CHUNK = 500  # well under SQLite's limit on parameters per statement
 _PAGE = 1000  # rows fetched per query when iterating
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
-# One list of statements per schema version; entry N migrates version N to N + 1.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """
-        CREATE TABLE entries (
-            key TEXT PRIMARY KEY,
-            state TEXT NOT NULL CHECK (state IN ('sending', 'created', 'failed')),
-            contact_id INTEGER NOT NULL,
-            activity_id TEXT,
-            row INTEGER NOT NULL,
-            input_name TEXT NOT NULL,
-            payload_json TEXT NOT NULL,
-            error TEXT NOT NULL DEFAULT '',
-            http_status INTEGER,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            updated_at TEXT NOT NULL
-        )
-        """,
-        # Small by design: only entries left in `sending` are in it.
-        "CREATE INDEX entries_sending ON entries (key) WHERE state = 'sending'",
-    ),
-    (  # rows with a source key (`key:`): see importer/key_records.py
-        """
-        CREATE TABLE records (
-            account TEXT NOT NULL,
-            source TEXT NOT NULL,
-            key TEXT NOT NULL,
-            state TEXT NOT NULL CHECK (state IN ('new', 'live', 'gone', 'deleted')),
-            contact TEXT NOT NULL DEFAULT '',
-            contact_id INTEGER,
-            activity_id TEXT,
-            content_hash TEXT NOT NULL DEFAULT '',
-            body_json TEXT NOT NULL DEFAULT '',
-            pending TEXT CHECK (pending IN ('create', 'update', 'move', 'delete')),
-            pending_contact TEXT,
-            pending_contact_id INTEGER,
-            pending_json TEXT,
-            pending_hash TEXT,
-            marked_at TEXT,
-            previous_contact TEXT,
-            previous_contact_id INTEGER,
-            previous_activity_id TEXT,
-            previous_json TEXT,
-            previous_hash TEXT,
-            last_change TEXT,
-            run_id TEXT,
-            row INTEGER,
-            input_name TEXT,
-            updated_at TEXT NOT NULL,
-            PRIMARY KEY (account, source, key)
-        )
-        """,
-        "CREATE INDEX records_activity ON records (account, activity_id)",
-    ),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)  # stored in the file as PRAGMA user_version
-
 # Writes go a few hundred rows to a statement, not one statement a row: the same B-tree work,
-# a third of the time spent getting rows from Python to SQLite. 150 rows × 6 parameters stays
+# a third of the time spent getting rows from Python to SQLite. 140 rows × 7 parameters stays
 # under the 999 parameters the oldest SQLite allows in one statement.
-_ROWS_PER_STATEMENT = 150
-_MARK_VALUES = "(?, 'sending', ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 140
+_MARK_VALUES = "(?, 'sending', ?, ?, ?, ?, ?, ?)"
 _MARK_SENDING = """
-    INSERT INTO entries (key, state, contact_id, row, input_name, payload_json, updated_at)
+    INSERT INTO entries
+        (key, state, contact_id, row, input_name, payload_json, updated_at, marked_at)
     VALUES {values}
     ON CONFLICT (key) DO UPDATE SET
         state = 'sending', contact_id = excluded.contact_id, row = excluded.row,
         input_name = excluded.input_name, payload_json = excluded.payload_json,
-        error = '', http_status = NULL, updated_at = excluded.updated_at
+        error = '', http_status = NULL, updated_at = excluded.updated_at,
+        marked_at = CASE WHEN entries.state = 'sending'
+            THEN coalesce(entries.marked_at, excluded.marked_at) ELSE excluded.marked_at END
     WHERE entries.state != 'created'
 """
 _RESULT_VALUES = "(?, ?, ?, ?, ?, ?)"  # key, state, activity_id, error, http_status, attempts
@@ -150,12 +116,8 @@ _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)  # UPDATE ... FROM is 3
 
 _COLUMNS = (
     "key, state, contact_id, activity_id, row, input_name, payload_json, error, "
-    "http_status, attempts, updated_at"
+    "http_status, attempts, updated_at, marked_at"
 )
-
-
-class LedgerBusy(ConfigError):
-    """Another run holds the ledger's lock."""
 
 
 class EntryState(StrEnum):
@@ -192,6 +154,15 @@ class LedgerEntry:
     http_status: int | None
     attempts: int
     updated_at: str  # ISO 8601, UTC
+    marked_at: str | None = None  # ISO 8601, UTC: when it was (first) marked `sending`
+
+    @property
+    def marked_instant(self) -> datetime | None:
+        """`marked_at` as an aware datetime (None if never marked, or unreadable)."""
+        try:
+            return datetime.fromisoformat(self.marked_at) if self.marked_at else None
+        except ValueError:
+            return None
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -236,11 +207,6 @@ def key_of_json(base_url: str, contact_id: int, payload_json: str) -> str:
 _normalised_base_url = functools.lru_cache(maxsize=16)(normalise_base_url)
 
 
-def lock_path(path: Path) -> Path:
-    """The sidecar file whose `flock` says which run owns the ledger at `path`."""
-    return path.with_name(path.name + ".lock")
-
-
 class Ledger:
     """The record of what was sent. Open with `Ledger.open(path)`; use as a context manager.
 
@@ -253,6 +219,7 @@ class Ledger:
     def __init__(self, path: Path, connection: sqlite3.Connection, lock_fd: int) -> None:
         """Use `Ledger.open()`; this takes ownership of an open connection and a held lock."""
         self.path = path
+        self._where = shown(path, real_path(path))  # how messages name it
         self._db = connection
         self._lock_fd: int | None = lock_fd
         self._results: dict[str, tuple[Any, ...]] = {}
@@ -265,20 +232,24 @@ class Ledger:
     # -- opening and closing ------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path | str, *, wait: bool = False) -> Ledger:
+    def open(cls, path: Path | str, *, wait: bool = False, new_ledger: bool = False) -> Ledger:
         """Lock the ledger at `path` for this run and open it, creating it (0600) if need be.
 
         Raises `LedgerBusy` if another run holds it (unless `wait`, which blocks until it is
-        free), and `ConfigError` if the file cannot be created or is not a ledger.
+        free), `ConfigError` if the file cannot be created or is not a ledger (an empty file
+        is taken as a new ledger only with `new_ledger`), `LedgerError` if it is damaged.
         """
         path = Path(path)
+        real = real_path(path)
         try:
-            make_private_folders(path.parent)
+            make_private_folders(real.parent)
         except OSError as error:
-            raise ConfigError(f"cannot create {path.parent}: {error.strerror or error}") from None
-        lock_fd = _acquire_lock(path, wait=wait)
+            raise ConfigError(f"cannot create {real.parent}: {error.strerror or error}") from None
+        if real.is_dir():
+            raise ConfigError(f"the ledger path {shown(path, real)} is a folder; give a file")
+        lock_fd = acquire_lock(path, wait=wait)
         try:
-            connection = _connect(path)
+            connection = connect(path, real, new_ledger=new_ledger)
         except BaseException:
             os.close(lock_fd)
             raise
@@ -313,13 +284,13 @@ class Ledger:
         for chunk in _chunks(list(dict.fromkeys(keys)), _LOOKUP_CHUNK):
             marks = ",".join("?" * len(chunk))
             query = f"SELECT {_COLUMNS} FROM entries WHERE key IN ({marks})"
-            for values in self._db.execute(query, chunk):
+            for values in self._rows(query, chunk):
                 found[values[0]] = _entry(values)
         return found
 
     def is_empty(self) -> bool:
         """True if the ledger holds no entry at all (a first run: nothing to look up)."""
-        return self._db.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None
+        return not self._rows("SELECT 1 FROM entries LIMIT 1")
 
     def ambiguous(self) -> list[LedgerEntry]:
         """Committed entries still `sending`: marked, with no result committed since.
@@ -327,7 +298,7 @@ class Ledger:
         At the start of a run these are the rows an earlier run may or may not have posted.
         """
         query = f"SELECT {_COLUMNS} FROM entries WHERE state = 'sending' ORDER BY input_name, row"
-        return [_entry(values) for values in self._db.execute(query)]
+        return [_entry(values) for values in self._rows(query)]
 
     def created_entries(self) -> Iterator[LedgerEntry]:
         """Every `created` entry, in key order, read a page at a time.
@@ -336,11 +307,11 @@ class Ledger:
         """
         after = ""
         while True:
-            page = self._db.execute(
+            page = self._rows(
                 f"SELECT {_COLUMNS} FROM entries WHERE state = 'created' AND key > ? "
                 "ORDER BY key LIMIT ?",
                 (after, _PAGE),
-            ).fetchall()
+            )
             yield from (_entry(values) for values in page)
             if len(page) < _PAGE:
                 return
@@ -349,9 +320,85 @@ class Ledger:
     def stats(self) -> dict[EntryState, int]:
         """How many committed entries are in each state (every state present, maybe 0)."""
         counts = dict.fromkeys(EntryState, 0)
-        for state, count in self._db.execute("SELECT state, count(*) FROM entries GROUP BY state"):
+        for state, count in self._rows("SELECT state, count(*) FROM entries GROUP BY state"):
             counts[EntryState(state)] = count
         return counts
+
+    def claimed_ids(self, contact_id: int) -> frozenset[str]:
+        """The activity ids the contact's `created` entries hold: no other row may take them
+        (committed ones only: the caller adds the ids it has given out since)."""
+        rows = self._rows(
+            "SELECT activity_id FROM entries WHERE state = 'created' AND contact_id = ? "
+            "UNION SELECT activity_id FROM records WHERE contact_id = ? AND state != 'deleted'",
+            (int(contact_id), int(contact_id)),
+        )
+        return frozenset(activity_id for (activity_id,) in rows if activity_id)
+
+    def in_doubt(self, contact_id: int) -> list[LedgerEntry]:
+        """The contact's committed entries still `sending`: rows whose creation is in doubt
+        (or that this run has marked and not yet recorded)."""
+        query = f"SELECT {_COLUMNS} FROM entries WHERE state = 'sending' AND contact_id = ?"
+        return [_entry(values) for values in self._rows(query, (int(contact_id),))]
+
+    # -- settling a row by hand -------------------------------------------------------------
+
+    def settle_created(
+        self, row: int, activity_id: str, *, input_name: str | None = None
+    ) -> LedgerEntry:
+        """A person found the row's activity in Givebutter: record the row `created` as
+        `activity_id`, committed at once. The row must be in doubt (`sending`) or `failed`,
+        and the id not held by another entry; `ConfigError` otherwise."""
+        activity_id = activity_id.strip()
+        if not activity_id:
+            raise ConfigError("give the activity id, as in --mark-created ROW=ID")
+        entry = self._entry_to_settle(row, input_name, ("sending", "failed"))
+        if activity_id in self.claimed_ids(entry.contact_id):
+            raise ConfigError(
+                f"activity {activity_id} is already another row's in the ledger {self._where}"
+            )
+        self._settle(entry.key, EntryState.CREATED, activity_id, "")
+        return self.lookup([entry.key])[entry.key]
+
+    def settle_absent(self, row: int, *, input_name: str | None = None) -> LedgerEntry:
+        """A person found the row in doubt is not in Givebutter: record it `failed`, so that
+        the next run sends it without looking. Committed at once."""
+        entry = self._entry_to_settle(row, input_name, ("sending",))
+        self._settle(entry.key, EntryState.FAILED, None, "not on the server (settled by hand)")
+        return self.lookup([entry.key])[entry.key]
+
+    def _entry_to_settle(
+        self, row: int, input_name: str | None, states: tuple[str, ...]
+    ) -> LedgerEntry:
+        marks = ",".join("?" * len(states))
+        query = f"SELECT {_COLUMNS} FROM entries WHERE row = ? AND state IN ({marks})"
+        params: list[Any] = [int(row), *states]
+        if input_name is not None:
+            query += " AND input_name = ?"
+            params.append(input_name)
+        found = [_entry(values) for values in self._rows(query, params)]
+        if not found:
+            what = " or ".join(states)
+            raise ConfigError(f"no entry of row {row} is {what} in the ledger {self._where}")
+        if len(found) > 1:
+            names = ", ".join(sorted({entry.input_name for entry in found}))
+            raise ConfigError(
+                f"row {row} has {len(found)} entries that could be meant ({names}); "
+                "name the input file too"
+            )
+        return found[0]
+
+    def _settle(self, key: str, state: EntryState, activity_id: str | None, error: str) -> None:
+        self._results.pop(key, None)
+        with translate_errors(self._where), transaction(self._db):
+            self._db.execute(
+                "UPDATE entries SET state = ?, activity_id = ?, error = ?, http_status = NULL, "
+                "updated_at = ? WHERE key = ?",
+                (state.value, activity_id, error, _now(), key),
+            )
+
+    def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        with translate_errors(self._where):
+            return self._db.execute(query, params).fetchall()
 
     # -- writing ------------------------------------------------------------------------
 
@@ -363,10 +410,12 @@ class Ledger:
         because posting it again is the duplicate the ledger exists to prevent.
         """
         now = _now()
-        rows = [(e.key, e.contact_id, e.row, e.input_name, e.payload_json, now) for e in entries]
+        rows = [
+            (e.key, e.contact_id, e.row, e.input_name, e.payload_json, now, now) for e in entries
+        ]
         if not rows:
             return
-        with _transaction(self._db):
+        with translate_errors(self._where), transaction(self._db):
             changed = sum(
                 self._db.execute(
                     _MARK_SENDING.format(values=",".join([_MARK_VALUES] * len(part))),
@@ -404,7 +453,7 @@ class Ledger:
         if not self._results:
             return []
         now = _now()
-        with _transaction(self._db):
+        with translate_errors(self._where), transaction(self._db):
             if _UPDATE_FROM:
                 rows = [(key, *result) for key, result in self._results.items()]
                 changed = sum(
@@ -430,7 +479,7 @@ class Ledger:
     def forget(self, key: str) -> None:
         """Remove `key` from the ledger (after its activity was deleted); committed at once."""
         self._results.pop(key, None)
-        with _transaction(self._db):
+        with translate_errors(self._where), transaction(self._db):
             self._db.execute("DELETE FROM entries WHERE key = ?", (key,))
 
     # -- helpers --------------------------------------------------------------------------
@@ -438,96 +487,6 @@ class Ledger:
     def _created_among(self, keys: Sequence[str]) -> list[str]:
         entries = self.lookup(keys)
         return sorted(k for k, e in entries.items() if e.state is EntryState.CREATED)
-
-
-@contextmanager
-def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT; ROLLBACK if the block or the COMMIT fails."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
-
-
-def _acquire_lock(path: Path, *, wait: bool) -> int:
-    """Take the exclusive flock on `PATH.lock` and write our pid and start time into it."""
-    sidecar = lock_path(path)
-    try:
-        fd = os.open(sidecar, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as error:
-        raise ConfigError(f"cannot open {sidecar}: {error.strerror or error}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _read_holder(fd)
-        os.close(fd)
-        raise LedgerBusy(
-            f"another givebutter-import run is using the ledger {path} ({holder}); "
-            "wait for it or use another ledger",
-            setting="ledger_path",
-        ) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    # The file is never deleted: unlinking a lock file lets two runs lock two different files.
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {_now()}\n".encode(), 0)
-    return fd
-
-
-def _read_holder(fd: int) -> str:
-    """'pid N, started at T' from the lock file, as far as it can be read."""
-    fields = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
-    if len(fields) != 2 or not fields[0].isdigit():
-        return "pid unknown"  # the holder has not written it yet
-    return f"pid {fields[0]}, started at {fields[1]}"
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open (creating 0600) the SQLite file, set WAL and FULL sync, migrate the schema."""
-    ensure_private_file(path)  # SQLite gives its -wal and -shm files this same mode
-    # isolation_level=None: no implicit transactions; each write says BEGIN and COMMIT.
-    # check_same_thread=False: a run calls it from a thread of its own (one call at a time).
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        _configure(connection, path)
-    except sqlite3.DatabaseError as error:
-        connection.close()
-        raise ConfigError(f"{path} is not a usable givebutter-import ledger: {error}") from None
-    except BaseException:
-        connection.close()
-        raise
-    return connection
-
-
-def _configure(connection: sqlite3.Connection, path: Path) -> None:
-    connection.execute("PRAGMA busy_timeout = 5000")  # an outside reader may hold it briefly
-    (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
-    if mode != "wal":
-        raise ConfigError(f"cannot use WAL mode for the ledger {path}; put it on a local disk")
-    connection.execute("PRAGMA synchronous = FULL")
-    _migrate(connection, path)
-
-
-def _migrate(connection: sqlite3.Connection, path: Path) -> None:
-    """Bring the schema to SCHEMA_VERSION, one version per step, in one transaction."""
-    (version,) = connection.execute("PRAGMA user_version").fetchone()
-    if version > SCHEMA_VERSION:
-        raise ConfigError(
-            f"the ledger {path} was written by a newer givebutter-import "
-            f"(schema {version}, this one knows {SCHEMA_VERSION}); upgrade to use it"
-        )
-    if version == SCHEMA_VERSION:
-        return
-    with _transaction(connection):
-        for statements in _MIGRATIONS[version:]:
-            for statement in statements:
-                connection.execute(statement)
-        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _entry(values: Sequence[Any]) -> LedgerEntry:
@@ -538,7 +497,3 @@ def _entry(values: Sequence[Any]) -> LedgerEntry:
 def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 import aiohttp
 
 from importer.decide import decide_rows_of
-from importer.delivery import DeliverySettings, FailureLimit, Interruption, RowFeed, deliver
+from importer.delivery import DeliverySettings, Interruption, RowFeed, deliver
 from importer.dry_run import chunks_to_take, dry_run_in_thread, dry_run_resolving
 from importer.errors import ConfigError, ImporterError
+from importer.feed import FailureLimit
 from importer.key_records import KeyRecords
 from importer.ledger import Ledger, normalise_base_url
 from importer.mapper import Mapper
@@ -80,6 +81,9 @@ class RunOptions:
     ledger_path: Path | None = None  # None: `default_ledger_path()`
     allow_duplicates: bool = False  # identical rows in one file are separate activities
     rows: RowSelection = EVERY_ROW  # the data rows to take (--limit, --rows); others: no line
+    new_ledger: bool = False  # an empty ledger file is meant: start a new ledger in it
+    mark_created: dict[int, str] = field(default_factory=dict)  # rows in doubt settled by hand
+    mark_absent: frozenset[int] = frozenset()  # rows in doubt a person found absent: send them
     resolve: bool = False  # in a dry run, look contacts up (a read: needs the key)
     contacts_index: Path | None = None  # None: beside the ledger (in memory without one)
     contacts_max_age: float = DEFAULT_MAX_AGE  # seconds an index is reused
@@ -218,8 +222,8 @@ async def _run(table: SourceTable, mapper: Mapper, report: Reporter, options: Ru
 def _open_checked(options: RunOptions) -> SourceTable:
     if options.results_path.resolve() == options.input_path.resolve():
         raise ConfigError("the results path is the input file; choose another results path")
-    if options.summary_json is not None and options.summary_json.is_dir():
-        raise ConfigError(f"the summary path {options.summary_json} is a folder")
+    if options.summary_json is not None:
+        _check_summary_path(options.summary_json)
     if options.create_contacts and options.mapping.contact.create is None:
         raise ConfigError(
             "creating contacts was asked for, but the mapping does not say how (contact:"
@@ -239,6 +243,18 @@ def _open_checked(options: RunOptions) -> SourceTable:
     )
     check_columns(options.mapping, table.columns)
     return table
+
+
+def _check_summary_path(path: Path) -> None:
+    """Before the first request, as the results path is: the summary must be writable at
+    the end, whatever the end (it is written on every exit, so no stale one survives)."""
+    if path.is_dir():
+        raise ConfigError(f"the summary path {path} is a folder")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write the summary {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"cannot write the summary {path}: permission denied")
 
 
 def _check_send_settings(options: RunOptions) -> None:
@@ -261,7 +277,9 @@ async def _deliver(
         if resolver is not None:
             await resolve_contacts(outcomes, resolver)
 
-    with _opened_ledger(options.ledger) as ledger:
+    with _opened_ledger(options.ledger, new_ledger=options.new_ledger) as ledger:
+        if not options.dry_run:
+            _settle_by_hand(ledger, options)
         settings = DeliverySettings(
             base_url=options.sender.base_url,
             input_name=options.input_path.name,
@@ -292,9 +310,29 @@ async def _deliver(
 
 
 @contextlib.contextmanager
-def _opened_ledger(path: Path | None) -> Iterator[Ledger | None]:
+def _opened_ledger(path: Path | None, *, new_ledger: bool = False) -> Iterator[Ledger | None]:
     if path is None:
         yield None
         return
-    with Ledger.open(path) as ledger:
+    with Ledger.open(path, new_ledger=new_ledger) as ledger:
         yield ledger
+
+
+def _settle_by_hand(ledger: Ledger | None, options: RunOptions) -> None:
+    """Apply `--mark-created` / `--mark-absent` to rows of this input before sending."""
+    if not (options.mark_created or options.mark_absent):
+        return
+    if ledger is None:
+        raise ConfigError("--mark-created and --mark-absent settle rows in the ledger: keep one")
+    name = options.input_path.name
+    for row, activity_id in sorted(options.mark_created.items()):
+        ledger.settle_created(row, activity_id, input_name=name)
+        _tell(options, f"row {row}: settled by hand as created (activity {activity_id})")
+    for row in sorted(options.mark_absent):
+        ledger.settle_absent(row, input_name=name)
+        _tell(options, f"row {row}: settled by hand as not created; it is sent in this run")
+
+
+def _tell(options: RunOptions, line: str) -> None:
+    if options.on_notice is not None:
+        options.on_notice(line)

@@ -152,6 +152,12 @@ class SendResult:
     gone: bool = False  # an update found no activity (404): someone deleted it in Givebutter
     unsupported: bool = False  # the API does not take this kind of request (405, 422 on PUT)
 
+    @property
+    def in_doubt(self) -> bool:
+        """Failed, yet the activity may exist: the row stays `sending` in the ledger and the
+        next run looks for it before sending it again."""
+        return self.status is Status.FAILED and self.ambiguous
+
 
 @dataclass(slots=True)
 class Outcome:
@@ -170,6 +176,7 @@ class Outcome:
     attempts: int = 0
     error: str = ""
     warnings: list[str] = field(default_factory=list)
+    in_doubt: bool = False  # FAILED, yet the activity may exist (see `SendResult.in_doubt`)
 
 
 # A column of a block: a Python list, or a pyarrow array (a dry run's, never per row).

@@ -191,10 +191,12 @@ class Summary:
     interrupted: bool = False
     results_path: str = ""
     error: str = ""  # what stopped the run, if anything did (exit code 2)
+    in_doubt: int = 0  # failed rows whose activity may exist: the next run looks for them
 
     def add(self, outcomes: Iterable[Outcome]) -> None:
         for outcome in outcomes:
             self._count(outcome.status, outcome.error, outcome.row)
+            self.in_doubt += outcome.in_doubt
 
     def add_block(self, block: OutcomeBlock) -> None:
         for status, rows in Counter(block.statuses).items():
@@ -240,6 +242,7 @@ class Summary:
                 for s in Status
                 if s in ALWAYS_COUNTED or self.counts[s.value]
             },
+            "in_doubt": self.in_doubt,
             "top_reasons": [
                 {"reason": r, "rows": n, "example": self.examples.get(r, "")}
                 for r, n in self.reasons.most_common(5)
@@ -261,6 +264,11 @@ class Summary:
             f"{self.rows:,} rows in {self.seconds():.1f}s ({rate:,.0f} rows/s): "
             + (", ".join(parts) or "nothing to do"),
         ]
+        if self.in_doubt:
+            lines.append(
+                f"{self.in_doubt:,} in doubt (counted in failed): they may exist in Givebutter;"
+                " run again to look for them, or settle them by hand (see the README)"
+            )
         if self.reasons:
             lines.append("most common reasons:")
             lines += [

@@ -16,10 +16,10 @@ What an answer means:
   `max_attempts` tries in all (429s count too).
 - Anything else (other 4xx, 3xx): final, with the API's own message in plain words.
 
-The API has no idempotency key, so a POST whose answer never came (a timeout, a dropped
-connection) or was a 5xx may have created the activity anyway. Such a result is marked
-`ambiguous`: for a failed row the activity may exist; for a created row a retry may have
-made a duplicate.
+No idempotency key: a POST unanswered (timeout, dropped connection) or answered 5xx may
+have landed. Before posting again the sender looks (`importer.recover`): found, created with
+that id; absent, posted again; could not tell, not posted: FAILED, `ambiguous`, "in doubt",
+as a 2xx without an id is (`importer.answers`). The next run looks for such a row.
 
 The key never appears in an exception message, a reason, a repr or a log: aiohttp's own
 errors (which carry request headers) are turned into plain reasons here and never escape.
@@ -35,19 +35,28 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
-import http
-import ipaddress
-import json
 import random
 import time
-import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from importer import __version__, recover
+from importer.answers import (
+    MAY_EXIST,
+    ApiResponse,
+    after_attempts,
+    describe_error,
+    in_doubt,
+    parse_json,
+    send_result,
+    status_words,
+)
+from importer.base_url import ApiKey, check_base_url, shown_url
+from importer.claims import RunClaims
 from importer.errors import AuthError, ConfigError, ImporterError
 from importer.payload import ActivityPayload
 from importer.ratelimit import DEFAULT_RATE_PER_SECOND, NoticeCallback, RateLimit
@@ -59,11 +68,9 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_TIMEOUT = 30.0
 
-MAY_EXIST = " (the activity may have been created anyway)"
 
 # Answers after which an earlier POST may have been carried out after all.
 _UNKNOWN_EFFECT_STATUSES = frozenset({500, 502, 503, 504})
-_MESSAGE_LIMIT = 300
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,39 +117,6 @@ class SenderSettings:
         return dataclasses.replace(self.retry, max_attempts=self.max_attempts)
 
 
-def check_base_url(url: str) -> None:
-    """Refuse a base URL the key must not be sent to: anything but https, except plain
-    http to a loopback host (127.0.0.0/8, ::1, localhost). Raises `ConfigError`."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-    except ValueError:
-        host, parts = "", None
-    if parts is None or parts.scheme not in ("http", "https") or not host:
-        raise ConfigError("the base URL must look like https://api.givebutter.com/v1")
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigError(
-            f"the base URL {_shown(url)} is plain http: the API key would travel unencrypted;"
-            " use https (plain http is allowed only to localhost)"
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    if host.rstrip(".").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _shown(url: str) -> str:
-    """A URL as it may be shown: without any user:password part."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 @dataclass(frozen=True, slots=True)
 class SendJob:
     """One activity to create: the spreadsheet row it came from, the contact, the body."""
@@ -155,31 +129,15 @@ class SendJob:
     activity_id: str | None = None  # the activity to update, or (move, delete) to delete
     old_contact_id: int | None = None  # move, delete: the contact the old activity is on
     found_id: str | None = None  # move: the new activity, already found on the server
+    marked_at: datetime | None = None  # when the ledger marked it `sending` (aware), if it did
 
 
-@dataclass(slots=True)
-class ApiResponse:
-    """The final answer to one request (after any retries)."""
+# contact id -> what the caller knows of it that a look on the server must respect
+ClaimsSource = Callable[[int], Awaitable[recover.Claims]]
 
-    status: int
-    # The parsed JSON body (None if the body was not JSON) and the body as text: the data
-    # as sent, unscrubbed (see the module doc), so never shown by a repr.
-    json_body: Any = field(repr=False)
-    headers: Mapping[str, str]
-    attempts: int = 1
-    text: str = field(default="", repr=False)
-    ambiguous: bool = False  # an earlier try may have had an effect (see the module doc)
-    scrub: Callable[[str], str] = field(default=str, repr=False, compare=False)
 
-    @property
-    def ok(self) -> bool:
-        """True for a 2xx answer."""
-        return 200 <= self.status < 300
-
-    def message(self) -> str:
-        """The API's own explanation in plain words ('' if it gave none), fit to show: field
-        errors as `field: reason; field: reason`, else its `message`; the key scrubbed."""
-        return self.scrub(_field_errors(self.json_body) or _api_message(self.json_body, self.text))
+class _InDoubt(Exception):
+    """A look before posting again could not tell whether the first POST landed."""
 
 
 class RequestFailed(Exception):
@@ -217,24 +175,6 @@ class _Exchange:
         )
 
 
-class _ApiKey:
-    """Holds the key so that no repr, vars() or traceback local shows it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def __repr__(self) -> str:
-        return "<API key>"
-
-    def reveal(self) -> str:
-        return self._value
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self._value, "<API key>") if self._value else text
-
-
 class Sender:
     """Sends requests to the API through one rate limit and one retry policy."""
 
@@ -257,7 +197,7 @@ class Sender:
             raise ConfigError("no API key given")
         if any(ch.isspace() or not ch.isprintable() for ch in key):
             raise ConfigError("the API key contains spaces or control characters; check it")
-        self._key = _ApiKey(key)
+        self._key = ApiKey(key)
         self._session = session
         self._settings = settings
         self._policy = settings.retry_policy
@@ -266,10 +206,12 @@ class Sender:
         self._limiter = limiter or RateLimit(settings.rate, on_notice=on_notice)
         self._rng = rng or random.Random()
         self._key_check: ApiResponse | None = None
+        self._claims: ClaimsSource | None = None  # the caller's, during `send_all`
+        self._run = RunClaims()  # this sender's own rows out, in doubt, and ids given
 
     def __repr__(self) -> str:
         return (
-            f"Sender(base_url={_shown(self._base_url)!r}, limiter={self._limiter!r},"
+            f"Sender(base_url={shown_url(self._base_url)!r}, limiter={self._limiter!r},"
             f" concurrency={self._settings.concurrency})"
         )
 
@@ -304,28 +246,47 @@ class Sender:
     ) -> ApiResponse:
         """Send `method` to base URL + `path` (which starts with `/`), with retries.
 
-        Gives the final answer, whatever its status (a 4xx, or a retryable status once
-        the tries are used up). Raises `AuthError` on a 401 and `RequestFailed` when the
-        last try got no answer.
-        """
+        Gives the final answer, whatever its status (a 4xx, or a retryable status once the
+        tries are used up). Raises `AuthError` on a 401, `RequestFailed` if none came."""
         return await self._request(method, path, json, params, _Exchange())
 
-    async def create_activity(self, contact_id: int, payload: ActivityPayload) -> SendResult:
+    async def create_activity(
+        self, contact_id: int, payload: ActivityPayload, *, marked_at: datetime | None = None
+    ) -> SendResult:
         """POST one activity; give CREATED with its id, or FAILED with the reason.
         Raises only `AuthError` (on a 401)."""
-        return await self._create(contact_id, payload, _Exchange())
+        return await self._send_job(SendJob(0, contact_id, payload, marked_at=marked_at))
 
-    async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None:
-        """The id of an activity already on the server equal to `payload`, or None."""
-        return await recover.find_activity(self._get_json, contact_id, payload)
+    async def search_activity(
+        self, sought: recover.Sought, known: recover.Claims | None = None
+    ) -> recover.Search:
+        """Look on the server for the activity `sought` may have created: Found, Absent or
+        Unknown (see `importer.recover`), respecting `known` (the caller's claims: the
+        ledger's) and this sender's own (rows out, rows in doubt, ids given this run).
+        A row this run had left in doubt and that is now Found or Absent is settled."""
+        claims = self._run.claims(sought, known)
+        found = await recover.search(self._get_json, sought, claims)
+        if not isinstance(found, recover.Unknown):
+            self._run.settled(sought)
+            if isinstance(found, recover.Found):
+                self._run.give(sought.contact_id, found.activity_id)
+        return found
+
+    async def _recheck(self, sought: recover.Sought, ticket: int) -> recover.Search:
+        known = await self._claims(sought.contact_id) if self._claims is not None else None
+        claims = self._run.claims(sought, known, ticket)
+        return await recover.search(self._get_json, sought, claims)
 
     async def _get_json(self, path: str, params: dict[str, str]) -> Any:
-        """The JSON body of a 2xx answer to a GET, or None for any other answer."""
+        """The JSON body of a 2xx answer to a GET (None if not JSON); `LookupFailed` for
+        any other answer, or none."""
         try:
             answer = await self.request("GET", path, params=params)
-        except RequestFailed:
-            return None
-        return answer.json_body if answer.ok else None
+        except RequestFailed as failure:
+            raise recover.LookupFailed(failure.reason) from None
+        if not answer.ok:
+            raise recover.LookupFailed(f"the API answered {status_words(answer.status)}")
+        return answer.json_body
 
     async def check_key(self) -> None:
         """Ask `GET /contacts?per_page=1` (with the usual retries) before anything is sent.
@@ -338,11 +299,11 @@ class Sender:
             answer = await self.request("GET", "/contacts", params={"per_page": "1"})
         except RequestFailed as failure:
             raise ImporterError(
-                f"cannot reach the API at {_shown(self._base_url)}: {failure.reason}"
+                f"cannot reach the API at {shown_url(self._base_url)}: {failure.reason}"
             ) from None
         if 300 <= answer.status < 400 or answer.status == 404:
             raise ConfigError(
-                f"the API at {_shown(self._base_url)} answered {_status_words(answer.status)}"
+                f"the API at {shown_url(self._base_url)} answered {status_words(answer.status)}"
                 " to GET /contacts: is the base URL right?"
             )
         self._key_check = answer
@@ -351,9 +312,13 @@ class Sender:
         self,
         jobs: AsyncIterable[SendJob],
         on_result: Callable[[SendJob, SendResult], None],
+        *,
+        claims: ClaimsSource | None = None,
     ) -> None:
         """Create every job's activity with `concurrency` workers; tell `on_result` once
-        per job taken from `jobs`, in the order results come.
+        per job taken from `jobs`, in the order results come. `claims(contact_id)` is
+        what the caller knows that a look before posting again must respect (the ledger's
+        created ids, rows in doubt since earlier runs).
 
         Workers take a job only when free, so no more than `concurrency` are taken and
         unfinished at a time. When cancelled, no new job is taken, each unfinished one is
@@ -362,6 +327,7 @@ class Sender:
         "not sent: the API refused the key", then `AuthError` is raised.
         """
         run = _Run(aiter(jobs))
+        self._claims = claims
         workers = [
             asyncio.create_task(self._work(run, on_result), name=f"send-worker-{number}")
             for number in range(self._settings.concurrency)
@@ -373,6 +339,7 @@ class Sender:
             for worker in workers:
                 worker.cancel()
             await asyncio.wait(workers)
+            self._claims = None
         _raise_first_error(workers)
 
     async def _work(self, run: _Run, on_result: Callable[[SendJob, SendResult], None]) -> None:
@@ -380,7 +347,7 @@ class Sender:
             exchange = _Exchange()
             try:
                 if job.change is Change.CREATE:
-                    result = await self._create(job.contact_id, job.payload, exchange, job.body)
+                    result = await self._send_job(job, exchange)
                 else:
                     from importer.changes import perform_change  # it builds on this module
 
@@ -395,31 +362,52 @@ class Sender:
                 raise
             on_result(job, result)
 
+    async def _send_job(self, job: SendJob, exchange: _Exchange | None = None) -> SendResult:
+        """Create one job's activity, keeping this run's claims: the row is out while it is
+        sent, then holds its activity id, or is left in doubt."""
+        exchange = exchange or _Exchange()
+        # Nothing this job posts can be older than now; the ledger's mark is older still.
+        since = max(datetime.now(UTC), job.marked_at or datetime.min.replace(tzinfo=UTC))
+        sought = recover.Sought(job.contact_id, job.payload, since, job.row)
+        ticket = self._run.start(sought)
+        result: SendResult | None = None
+        try:
+            result = await self._create(sought, ticket, exchange, job.body)
+        finally:
+            if result is None:  # cancelled, or a 401: a try may be out
+                doubt = exchange.ambiguous or exchange.sending
+                self._run.end(ticket, activity_id=None, in_doubt=doubt)
+            else:
+                created = result.status is Status.CREATED
+                self._run.end(
+                    ticket,
+                    activity_id=result.activity_id if created else None,
+                    in_doubt=not created and result.ambiguous,
+                )
+        return result
+
     async def _create(
         self,
-        contact_id: int,
-        payload: ActivityPayload,
+        sought: recover.Sought,
+        ticket: int,
         exchange: _Exchange,
         body: dict[str, Any] | None = None,
     ) -> SendResult:
-        path = f"/contacts/{int(contact_id)}/activities"
+        path = f"/contacts/{int(sought.contact_id)}/activities"
 
         async def recheck() -> ApiResponse | None:
-            # Before posting again after a try whose effect is unknown, look for it.
-            found = await self.find_activity(contact_id, payload)
-            if found is None:
+            # Before posting again after a try whose effect is unknown, look for it: only
+            # "absent" posts again.
+            found = await self._recheck(sought, ticket)
+            if isinstance(found, recover.Unknown):
+                raise _InDoubt(found.reason)
+            if isinstance(found, recover.Absent):
                 return None
-            return ApiResponse(
-                status=200,
-                json_body={"id": found},
-                headers={},
-                attempts=exchange.attempts,
-                ambiguous=False,
-            )
+            return ApiResponse(200, {"id": found.activity_id}, {}, attempts=exchange.attempts)
 
         try:
             if body is None:
-                body = payload.to_body()
+                body = sought.payload.to_body()
             answer = await self._request("POST", path, body, None, exchange, recheck=recheck)
         except RequestFailed as failure:
             return SendResult(
@@ -429,7 +417,16 @@ class Sender:
                 error=failure.reason + (MAY_EXIST if failure.ambiguous else ""),
                 ambiguous=failure.ambiguous,
             )
-        return _send_result(answer, self._key.scrub)
+        except _InDoubt as doubt:
+            why = f"could not check whether the activity was created ({doubt})"
+            return SendResult(
+                status=Status.FAILED,
+                http_status=exchange.last_status,
+                attempts=exchange.attempts,
+                error=self._key.scrub(in_doubt(why)),
+                ambiguous=True,
+            )
+        return send_result(answer, self._key.scrub)
 
     async def _request(
         self,
@@ -463,11 +460,11 @@ class Sender:
 
     async def _after_error(self, error: BaseException, exchange: _Exchange) -> None:
         """After a try with no answer: wait to try again, or raise `RequestFailed`."""
-        reason, retryable, unknown_effect = _describe_error(error, self._settings.timeout)
+        reason, retryable, unknown_effect = describe_error(error, self._settings.timeout)
         exchange.ambiguous |= unknown_effect
         if not (retryable and self._policy.allows_another(exchange.attempts)):
             raise RequestFailed(
-                self._key.scrub(_after(reason, exchange.attempts)),
+                self._key.scrub(after_attempts(reason, exchange.attempts)),
                 attempts=exchange.attempts,
                 http_status=exchange.last_status,
                 ambiguous=exchange.ambiguous,
@@ -517,7 +514,7 @@ class Sender:
             text = raw.decode("utf-8", errors="replace")
             return ApiResponse(
                 status=response.status,
-                json_body=_parse_json(text),
+                json_body=parse_json(text),
                 headers=response.headers,  # a read-only multidict of its own, kept after release
                 text=text,
                 scrub=self._key.scrub,
@@ -591,109 +588,3 @@ def _raise_first_error(workers: list[asyncio.Task[None]]) -> None:
             raise error
     if errors:
         raise errors[0]
-
-
-def _describe_error(error: BaseException, timeout: float) -> tuple[str, bool, bool]:
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
-        return f"could not connect within {timeout:g} s", True, False
-    if isinstance(error, TimeoutError):
-        return f"no answer within {timeout:g} s", True, True
-    if isinstance(error, aiohttp.ClientSSLError):
-        return f"the TLS connection was refused: {error}", False, False
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return f"could not connect: {error}", True, False
-    if isinstance(error, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection before answering", True, True
-    if isinstance(error, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
-        return f"the connection failed: {error}", True, True
-    return f"the request failed: {type(error).__name__}: {error}", False, True
-
-
-def _after(reason: str, attempts: int) -> str:
-    return f"{reason} (after {attempts} attempts)" if attempts > 1 else reason
-
-
-def _send_result(answer: ApiResponse, scrub: Callable[[str], str]) -> SendResult:
-    if answer.ok:
-        activity_id = _activity_id(answer.json_body)
-        return SendResult(
-            status=Status.CREATED,
-            http_status=answer.status,
-            activity_id=activity_id,
-            attempts=answer.attempts,
-            error="" if activity_id else "the API answered without an activity id",
-            ambiguous=answer.ambiguous,
-        )
-    return SendResult(
-        status=Status.FAILED,
-        http_status=answer.status,
-        attempts=answer.attempts,
-        error=scrub(failure_reason(answer) + (MAY_EXIST if answer.ambiguous else "")),
-        ambiguous=answer.ambiguous,
-    )
-
-
-def failure_reason(answer: ApiResponse) -> str:
-    if 300 <= answer.status < 400:
-        where = answer.headers.get("Location", "elsewhere")
-        reason = f"{_status_words(answer.status)}: redirect to {where} not followed"
-        return reason + " (is the base URL right?)"
-    if answer.status == 422 and (fields := _field_errors(answer.json_body)):
-        return _after(fields, answer.attempts)
-    said = _api_message(answer.json_body, answer.text)
-    words = _status_words(answer.status) + (f": {said}" if said else "")
-    return _after(words, answer.attempts)
-
-
-def _activity_id(body: Any) -> str | None:
-    if isinstance(body, dict) and "id" not in body and isinstance(body.get("data"), dict):
-        body = body["data"]  # tolerate a wrapped resource, though the API sends it bare
-    value = body.get("id") if isinstance(body, dict) else None
-    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
-        return None
-    return str(value)
-
-
-def _field_errors(body: Any) -> str:
-    errors = body.get("errors") if isinstance(body, dict) else None
-    if not isinstance(errors, dict):
-        return ""
-    parts = []
-    for name, reasons in errors.items():
-        for reason in reasons if isinstance(reasons, list) else [reasons]:
-            parts.append(f"{name}: {reason}")
-    return _clip("; ".join(parts))
-
-
-def _api_message(body: Any, text: str) -> str:
-    if isinstance(body, dict):
-        error = body.get("error")
-        for said in (
-            body.get("message"),
-            error.get("message") if isinstance(error, dict) else error,
-        ):
-            if isinstance(said, str) and said.strip():
-                return _clip(said)
-        return ""
-    if body is None and text.strip() and not text.lstrip().startswith("<"):
-        return _clip(text)  # a plain-text body; an HTML error page says nothing useful
-    return ""
-
-
-def _clip(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _MESSAGE_LIMIT else flat[: _MESSAGE_LIMIT - 3] + "..."
-
-
-def _status_words(status: int) -> str:
-    try:
-        return f"{status} {http.HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
-
-
-def _parse_json(text: str) -> Any:
-    try:
-        return json.loads(text) if text.strip() else None
-    except ValueError:
-        return None

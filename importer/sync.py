@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from importer.dry_run import UNRESOLVED
@@ -28,6 +29,7 @@ from importer.feed import ToSend
 from importer.key_records import KeyRecord, KeyRecords, RecordState
 from importer.payload import ActivityPayload
 from importer.records import Change, Outcome, Status
+from importer.recover import Absent, Claims, Sought, Unknown
 
 if TYPE_CHECKING:
     from importer.delivery import ActivitySender
@@ -103,10 +105,13 @@ class KeyedRows:
         in_thread: Callable[..., Awaitable[Any]],
         put: Callable[[int, Outcome], None],
         found: Callable[[ToSend, str], None],
+        doubt: Callable[[ToSend, str], None],
+        claims: Callable[[int], Awaitable[Claims]],
     ) -> None:
         self.records = records
         self.recreate_deleted, self.dry_run = recreate_deleted, dry_run
         self._in_thread, self._put, self._found = in_thread, put, found
+        self._doubt, self._claims = doubt, claims  # a look that could not tell; the ledger's
         self.chunk_records: dict[str, KeyRecord] = {}  # the current chunk's keys, as known
         self.prepared: dict[int, ToSend] = {}  # seq -> rows made ready while settling
         self.seen_keys: dict[str, int] = {}  # source key -> first row with it, in this run
@@ -185,14 +190,26 @@ class KeyedRows:
             row.outcome.warnings.append(LOOKED_FIRST) if self.dry_run else None
             return record
         payload = ActivityPayload.model_validate_json(record.pending_json)
-        found = await sender.find_activity(record.pending_contact_id or 0, payload)
-        if found is None:
+        contact_id = record.pending_contact_id or 0
+        sought = Sought(contact_id, payload, _instant(record.marked_at), row.outcome.row)
+        found = await sender.search_activity(sought, await self._claims(contact_id))
+        if isinstance(found, Absent):
             return record
+        if isinstance(found, Unknown):  # still under way: the next run looks again
+            self._doubt(row, found.reason)
+            return None
         if record.pending is Change.MOVE:  # the old one may still be there: delete it
-            row.found_id = found
+            row.found_id = found.activity_id
             return record
         row.outcome.contact_id = record.pending_contact_id
-        self._found(row, found)
+        self._found(row, found.activity_id)
+        return None
+
+
+def _instant(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
         return None
 
 

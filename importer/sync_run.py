@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from importer.errors import ConfigError
+from importer.feed import number_or_share
 from importer.key_records import KeyRecord, KeyRecords
 from importer.mapper import Mapper
 
@@ -34,6 +35,12 @@ class DeleteLimit:
         if self.count is not None:
             return deletions <= self.count
         return deletions <= math.floor((self.share or 0.0) * known)
+
+    @classmethod
+    def parse(cls, text: str) -> DeleteLimit:
+        """`N` deletions, or `P%` of the source's known keys; ValueError if neither."""
+        count, share = number_or_share(text)
+        return cls(count=count, share=share)
 
     def describe(self, known: int) -> str:
         if self.count is not None:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterable, Awaitable, Callable
+from datetime import UTC, datetime
 
 from importer.errors import AuthError
-from importer.payload import ActivityPayload
 from importer.records import INTERRUPTED_IN_FLIGHT, KEY_REFUSED, Change, SendResult, Status
-from importer.send import MAY_EXIST, SendJob
+from importer.recover import Claims, LookupFailed, Search, Sought, search
+from importer.send import MAY_EXIST, ClaimsSource, SendJob
 from importer.sync import GONE
 
 Answer = Callable[["ScriptedSender", SendJob], Awaitable[SendResult]]
@@ -18,28 +19,54 @@ _IDS = itertools.count(1)
 
 
 class ScriptedSender:
-    """A sender with the real one's contract (`send_all`, `find_activity`) and a server of
-    its own. `answer` decides each POST; the default stores the activity and says so."""
+    """A sender with the real one's contract (`send_all`, `search_activity`) and a server of
+    its own. `answer` decides each POST; the default stores the activity and says so. Its
+    list of a contact's activities has the documented fields only, unless `echo` (then the
+    subject and note too); `reads_fail` makes every page of it fail."""
 
-    def __init__(self, answer: Answer | None = None, *, concurrency: int = 4) -> None:
+    def __init__(
+        self, answer: Answer | None = None, *, concurrency: int = 4, echo: bool = False
+    ) -> None:
         self.answer = answer or ScriptedSender.create
         self.concurrency = concurrency
-        self.server: dict[str, tuple[int, dict]] = {}  # activity id -> (contact, body)
+        self.echo = echo
+        self.reads_fail = False
+        # activity id -> (contact, body, created_at)
+        self.server: dict[str, tuple[int, dict, datetime]] = {}
         self.posts: list[int] = []  # rows, in the order their POSTs went out
-        self.lookups: list[int] = []  # contacts looked through by find_activity
+        self.lookups: list[int] = []  # contacts looked through by search_activity
+        self.claims_seen: list[Claims] = []  # what the engine said each look must respect
         self.changes: list[tuple[Change, int]] = []  # (change, row) of updates, moves, deletions
         self.refuse_updates = False  # answer every PUT 405
 
     def store(self, job: SendJob) -> str:
         activity_id = str(next(_IDS))  # shared by every scripted server: never reused
-        self.server[activity_id] = (job.contact_id, job.payload.to_body())
+        self.server[activity_id] = (job.contact_id, job.payload.to_body(), datetime.now(UTC))
         return activity_id
+
+    def listed(self, contact_id: int) -> list[dict]:
+        """The contact's activities, as the list endpoint answers them."""
+        listed = []
+        for activity_id, (contact, body, created) in self.server.items():
+            if contact != contact_id:
+                continue
+            stamp = created.isoformat()
+            shown = {"id": activity_id, "type": body["type"], "data": "{}", "created_at": stamp}
+            shown["occurred_at"] = body.get("occurred_at") or stamp
+            if self.echo:
+                shown.update(subject=body.get("subject"), note=body.get("note"))
+            listed.append(shown)
+        return listed
 
     async def create(self, job: SendJob) -> SendResult:
         return SendResult(status=Status.CREATED, http_status=200, activity_id=self.store(job))
 
     async def send_all(
-        self, jobs: AsyncIterable[SendJob], on_result: Callable[[SendJob, SendResult], None]
+        self,
+        jobs: AsyncIterable[SendJob],
+        on_result: Callable[[SendJob, SendResult], None],
+        *,
+        claims: ClaimsSource | None = None,
     ) -> None:
         source, lock = aiter(jobs), asyncio.Lock()
 
@@ -72,16 +99,23 @@ class ScriptedSender:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
-    async def find_activity(self, contact_id: int, payload: ActivityPayload) -> str | None:
-        self.lookups.append(contact_id)
-        body = payload.to_body()
-        found = [i for i, (c, b) in self.server.items() if c == contact_id and b == body]
-        return found[0] if found else None
+    async def search_activity(self, sought: Sought, known: Claims | None = None) -> Search:
+        self.lookups.append(sought.contact_id)
+        self.claims_seen.append(known or Claims())
+
+        async def get_json(path: str, params: dict[str, str]) -> dict:
+            if self.reads_fail:
+                raise LookupFailed("the API answered 503 Service Unavailable")
+            kind = params["type"]
+            data = [a for a in self.listed(sought.contact_id) if a["type"] == kind]
+            return {"data": data, "links": {"next": None}}
+
+        return await search(get_json, sought, known)
 
     def copies(self) -> list[int]:
         """How many activities the server holds for each distinct (contact, body)."""
         seen: dict[str, int] = {}
-        for contact, body in self.server.values():
+        for contact, body, _ in self.server.values():
             key = f"{contact} {sorted(body.items())}"
             seen[key] = seen.get(key, 0) + 1
         return sorted(seen.values())
@@ -104,7 +138,8 @@ class ScriptedSender:
                     gone=status == 404,
                     unsupported=status == 405,
                 )
-            self.server[job.activity_id] = (job.contact_id, job.payload.to_body())
+            created = self.server[job.activity_id][2]
+            self.server[job.activity_id] = (job.contact_id, job.payload.to_body(), created)
             return SendResult(Status.UPDATED, http_status=200, activity_id=job.activity_id)
         self.server.pop(job.activity_id or "", None)  # a 404 counts as deleted
         if job.change is Change.DELETE:

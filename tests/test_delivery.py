@@ -33,13 +33,15 @@ SETTINGS = DeliverySettings(base_url=BASE_URL, input_name="export.csv")
 Answer = Callable[[ScriptedSender, SendJob], Awaitable[SendResult]]
 
 
-def rows(count: int, *, first: int = 2, same: bool = False) -> list[Outcome]:
-    """`count` valid rows, each its own note unless `same`."""
+def rows(count: int, *, first: int = 2, same: bool = False, dated: bool = True) -> list[Outcome]:
+    """`count` valid rows, each its own note unless `same`; each a minute apart unless
+    `same` or not `dated` (then only the note, which the API does not echo, tells them apart)."""
     made = []
     for n in range(count):
-        payload = ActivityPayload.model_validate(
-            {"type": "note", "note": "same" if same else f"note {n}"}
-        )
+        fields = {"type": "note", "note": "same" if same else f"note {n}"}
+        if dated and not same:
+            fields["occurred_at"] = f"2025-01-01T{10 + n // 60:02d}:{n % 60:02d}:00Z"
+        payload = ActivityPayload.model_validate(fields)
         made.append(
             Outcome(
                 row=first + n,
@@ -279,3 +281,75 @@ async def test_an_interruption_before_the_start_sends_nothing(ledger):
     reported, interrupted = await run(sender, rows(12), ledger, interruption=interruption)
     assert interrupted and sender.posts == []
     assert reported.statuses() == ["failed"] * 12
+
+
+# -- three answers: found, absent, could not tell (issue 14) -------------------------------
+
+
+async def test_a_look_that_cannot_be_read_leaves_the_row_in_doubt_and_sends_nothing(ledger):
+    first = ScriptedSender(store_then_fail)
+    await run(first, rows(4), ledger)
+    blind = ScriptedSender()
+    blind.server, blind.reads_fail = first.server, True
+    again, _ = await run(blind, rows(4), ledger)
+    assert set(again.statuses()) == {"failed"} and all(o.in_doubt for o in again)
+    assert again[0].error.startswith("in doubt: could not check whether an earlier run created")
+    assert "503 Service Unavailable" in again[0].error
+    assert blind.posts == [] and ledger.stats()[EntryState.SENDING] == 4
+    seeing = ScriptedSender()
+    seeing.server = first.server
+    settled, _ = await run(seeing, rows(4), ledger)
+    assert set(settled.statuses()) == {"created"} and seeing.posts == []
+    assert seeing.copies() == [1] * 4
+
+
+@pytest.mark.parametrize("echo", [False, True], ids=["documented", "echoed"])
+async def test_rows_in_doubt_only_the_note_tells_apart(ledger, echo):
+    first = ScriptedSender(store_then_fail)
+    await run(first, rows(3, dated=False), ledger)
+    second = ScriptedSender(echo=echo)
+    second.server = first.server
+    again, _ = await run(second, rows(3, dated=False), ledger)
+    if echo:  # the answer carries the note: each row finds its own
+        assert set(again.statuses()) == {"created"}
+    else:  # three alike activities, three rows in doubt that differ only in the note
+        assert set(again.statuses()) == {"failed"} and all(o.in_doubt for o in again)
+        assert ledger.stats()[EntryState.SENDING] == 3
+    assert second.posts == [] and second.copies() == [1] * 3
+
+
+async def test_a_blank_row_in_doubt_is_not_taken_for_another_rows_activity(ledger):
+    when = "2025-01-01T10:00:00Z"
+    called = ActivityPayload(type="note", note="Gala call", occurred_at=when)
+    blank = ActivityPayload(type="note", occurred_at=when)
+    both = [
+        Outcome(row=n + 2, status=Status.VALID, contact="10001", contact_id=10001, payload=p)
+        for n, p in enumerate((called, blank))
+    ]
+
+    async def second_is_lost(sender: ScriptedSender, job: SendJob) -> SendResult:
+        if job.row == 3:  # no answer, nothing stored
+            return SendResult(Status.FAILED, error="no answer" + MAY_EXIST, ambiguous=True)
+        return await sender.create(job)
+
+    first = ScriptedSender(second_is_lost)
+    await run(first, both, ledger)
+    [kept] = first.server
+    second = ScriptedSender()
+    second.server = first.server
+    fresh = [Outcome(o.row, Status.VALID, o.contact, 10001, payload=o.payload) for o in both]
+    again, _ = await run(second, fresh, ledger)
+    assert [o.status.value for o in again] == ["skipped", "created"]
+    assert again[1].activity_id != kept and second.posts == [3]
+    assert kept in second.claims_seen[0].ids  # the ledger said whose it is
+
+
+async def test_identical_rows_in_doubt_each_take_one_activity_once(ledger):
+    settings = DeliverySettings(base_url=BASE_URL, input_name="x.csv", allow_duplicates=True)
+    first = ScriptedSender(store_then_fail)
+    await run(first, rows(3, same=True), ledger, settings=settings)
+    second = ScriptedSender()
+    second.server = first.server
+    again, _ = await run(second, rows(3, same=True), ledger, settings=settings)
+    assert set(again.statuses()) == {"created"} and second.posts == []
+    assert len({o.activity_id for o in again}) == 3

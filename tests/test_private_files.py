@@ -39,8 +39,9 @@ def test_a_created_file_is_owner_only_whatever_the_umask(tmp_path: Path, mask: i
 def test_an_existing_file_is_not_replaced_unless_told(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
     path.write_text("kept")
-    with pytest.raises(ConfigError, match=r"a.csv already exists \(use --force to replace it\)"):
+    with pytest.raises(ConfigError, match=r"a.csv already exists$") as refused:
         create_private_file(path, overwrite=False)
+    assert refused.value.setting == "overwrite_results"  # the CLI adds "(use --force …)"
     assert path.read_text() == "kept"
     with create_private_file(path, overwrite=True, binary=True) as file:
         file.write(b"new")

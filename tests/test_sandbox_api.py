@@ -26,6 +26,19 @@ from importer.sandbox import (
 LIVE = 10001
 ARCHIVED = 10050
 MONDAY = "2024-03-04T09:00:00Z"
+# The reference's ContactActivityResource, and nothing more.
+DOCUMENTED_ACTIVITY_FIELDS = {
+    "id",
+    "type",
+    "source",
+    "data",
+    "resource",
+    "resource_type",
+    "occurred_at",
+    "created_at",
+    "updated_at",
+    "created_by",
+}
 
 
 @pytest.fixture
@@ -87,11 +100,32 @@ async def test_create_answers_200_with_a_bare_activity_resource(sandbox, http):
     assert body["resource"] is None and body["resource_type"] is None
     assert body["occurred_at"] == "2023-11-07T05:31:56.000000Z"
     assert set(body["created_by"]) == {"id", "first_name", "last_name", "email"}
-    assert (body["subject"], body["note"], body["timezone"]) == (
-        "Thank-you call",
-        "Loves the youth program",
-        "America/Chicago",
-    )
+    assert set(body) == DOCUMENTED_ACTIVITY_FIELDS  # no subject, note or timezone
+
+
+async def test_echo_fields_brings_subject_note_and_timezone_back(http):
+    async with running_sandbox(SandboxSettings(limits=(), echo_fields=True)) as echoing:
+        body = await create(
+            http, echoing, subject="Thank-you call", note="Loves it", timezone="America/Chicago"
+        )
+        assert (body["subject"], body["note"], body["timezone"]) == (
+            "Thank-you call",
+            "Loves it",
+            "America/Chicago",
+        )
+        assert set(body) == DOCUMENTED_ACTIVITY_FIELDS | {"subject", "note", "timezone"}
+        _, page = await call(http, echoing, "GET", f"/contacts/{LIVE}/activities")
+        assert page["data"][0]["subject"] == "Thank-you call"
+
+
+async def test_every_answer_about_an_activity_has_the_documented_fields_only(sandbox, http):
+    created = await create(http, sandbox, subject="x", note="y")
+    _, one = await call(http, sandbox, "GET", f"/contacts/{LIVE}/activities/{created['id']}")
+    _, page = await call(http, sandbox, "GET", f"/contacts/{LIVE}/activities")
+    for body in (created, one, page["data"][0]):
+        assert set(body) == DOCUMENTED_ACTIVITY_FIELDS
+        assert isinstance(body["id"], str) and isinstance(body["data"], str)
+        assert "x" not in body["data"] and "y" not in body["data"]
 
 
 async def test_created_activity_ids_are_strings_of_increasing_numbers(sandbox, http):
@@ -210,11 +244,10 @@ async def test_fields_the_endpoint_does_not_know_are_ignored(sandbox, http):
 
 
 async def test_listing_activities_pages_with_absolute_links(sandbox, http):
-    for n in range(5):
-        await create(http, sandbox, subject=f"call {n}")
+    ids = [(await create(http, sandbox, subject=f"call {n}"))["id"] for n in range(5)]
     status, page = await call(http, sandbox, "GET", f"/contacts/{LIVE}/activities?per_page=2")
     assert status == 200
-    assert [a["subject"] for a in page["data"]] == ["call 0", "call 1"]
+    assert [a["id"] for a in page["data"]] == ids[:2]
     meta = page["meta"]
     assert (meta["current_page"], meta["last_page"], meta["per_page"], meta["total"]) == (
         1,
@@ -229,15 +262,14 @@ async def test_listing_activities_pages_with_absolute_links(sandbox, http):
 
 
 async def test_following_next_links_reaches_every_activity_once(sandbox, http):
-    for n in range(5):
-        await create(http, sandbox, subject=f"call {n}")
+    ids = [(await create(http, sandbox, subject=f"call {n}"))["id"] for n in range(5)]
     seen, url = [], f"{sandbox.base_url}/contacts/{LIVE}/activities?per_page=2"
     while url is not None:
         status, page = await call(http, sandbox, "GET", url)
         assert status == 200
-        seen += [a["subject"] for a in page["data"]]
+        seen += [a["id"] for a in page["data"]]
         url = page["links"]["next"]
-    assert seen == [f"call {n}" for n in range(5)]
+    assert seen == ids
 
 
 async def test_the_last_page_has_no_next_link(sandbox, http):

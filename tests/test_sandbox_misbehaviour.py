@@ -198,6 +198,44 @@ async def test_faults_spare_requests_with_a_wrong_key(http):
         assert (await get(http, sandbox, key="wrong")).status == 401
 
 
+async def list_page(http: aiohttp.ClientSession, sandbox: Sandbox) -> aiohttp.ClientResponse:
+    async with http.get(
+        f"{sandbox.base_url}/contacts/{LIVE}/activities",
+        headers={"Authorization": f"Bearer {sandbox.api_key}"},
+    ) as response:
+        await response.read()
+        return response
+
+
+async def test_read_errors_strike_activity_list_pages_only(http):
+    async with running_sandbox(settings(read_error_rate=1.0)) as sandbox:
+        assert (await list_page(http, sandbox)).status == 500
+        assert (await get(http, sandbox)).status == 200  # GET /contacts is spared
+        assert (await post(http, sandbox)).status == 200  # and so are writes
+        assert sandbox.stats.faults["read_error"] == 1
+
+
+async def test_read_throttling_answers_429_with_retry_after(http):
+    async with running_sandbox(settings(read_throttle_rate=1.0)) as sandbox:
+        response = await list_page(http, sandbox)
+        assert (response.status, response.headers["Retry-After"]) == (429, "1")
+
+
+async def test_post_errors_store_nothing_and_spare_reads(http):
+    async with running_sandbox(settings(post_error_rate=1.0)) as sandbox:
+        assert (await post(http, sandbox)).status == 500
+        assert sandbox.store.count_activities() == 0
+        assert (await list_page(http, sandbox)).status == 200
+
+
+def test_targeted_faults_leave_the_other_faults_sequence_alone():
+    plain = FaultDice(Faults(error_rate=0.3, seed=7))
+    targeted = FaultDice(Faults(error_rate=0.3, read_error_rate=0.5, seed=7))
+    for _ in range(50):
+        targeted.roll_read()
+    assert [plain.roll() for _ in range(50)] == [targeted.roll() for _ in range(50)]
+
+
 async def test_the_same_seed_rolls_the_same_faults():
     faults = Faults(error_rate=0.3, drop_rate=0.2, slow_rate=0.1, seed=7)
     first, second = FaultDice(faults), FaultDice(faults)

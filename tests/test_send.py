@@ -91,6 +91,15 @@ def make_sender(session, clock, notices):
     return make
 
 
+LIST_42 = re.compile(r"^https://api\.givebutter\.com/v1/contacts/42/activities\?.*$")
+EMPTY_PAGE = {"data": [], "links": {"next": None}, "meta": {"current_page": 1, "last_page": 1}}
+
+
+def nothing_on_the_server(api):
+    """The look before a second POST finds no activity: posting again is safe."""
+    api.get(LIST_42, payload=EMPTY_PAGE, repeat=True)
+
+
 def calls(api, method="POST", url=URL_42):
     return api.requests.get((method, URL(url)), [])
 
@@ -219,11 +228,24 @@ async def test_an_integer_id_is_kept_as_text(api, make_sender):
     assert (result.status, result.activity_id) == (Status.CREATED, "987")
 
 
-async def test_a_2xx_without_an_id_is_created_and_says_so(api, make_sender):
-    api.post(URL_42, status=204)
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"status": 204},
+        {"status": 200, "body": "<html>Down for maintenance</html>"},
+        {"status": 200, "payload": {"type": "note"}},
+        {"status": 200, "payload": {"id": ""}},
+        {"status": 201, "payload": ["a1"]},
+    ],
+    ids=["204-empty", "200-html", "200-json-without-id", "200-blank-id", "201-list"],
+)
+async def test_a_2xx_without_an_activity_id_is_in_doubt_not_created(api, make_sender, answer):
+    api.post(URL_42, **answer)
     result = await make_sender().create_activity(42, PAYLOAD)
-    assert (result.status, result.activity_id) == (Status.CREATED, None)
-    assert "without an activity id" in result.error
+    assert (result.status, result.activity_id, result.ambiguous) == (Status.FAILED, None, True)
+    assert result.error.startswith("in doubt: the API answered 2")
+    assert "not sent again" in result.error
+    assert len(calls(api)) == 1  # no second POST on a guess
 
 
 async def test_422_field_errors_in_plain_words(api, make_sender):
@@ -276,6 +298,7 @@ async def test_an_html_error_page_is_not_quoted(api, make_sender):
 
 
 async def test_500_then_200_is_created_on_the_second_attempt(api, make_sender):
+    nothing_on_the_server(api)
     api.post(URL_42, status=500, payload={"message": "Server Error"})
     api.post(URL_42, status=200, payload={"id": "a1"})
     result = await make_sender().create_activity(42, PAYLOAD)
@@ -284,6 +307,7 @@ async def test_500_then_200_is_created_on_the_second_attempt(api, make_sender):
 
 
 async def test_500_every_time_fails_after_max_attempts(api, make_sender):
+    nothing_on_the_server(api)
     api.post(URL_42, status=500, payload={"message": "Server Error"}, repeat=True)
     result = await make_sender(max_attempts=4).create_activity(42, PAYLOAD)
     assert (result.status, result.http_status, result.attempts) == (Status.FAILED, 500, 4)
@@ -294,6 +318,7 @@ async def test_500_every_time_fails_after_max_attempts(api, make_sender):
 
 @pytest.mark.parametrize("status", [408, 502, 503, 504])
 async def test_transient_statuses_are_retried(api, make_sender, status):
+    nothing_on_the_server(api)
     api.post(URL_42, status=status)
     api.post(URL_42, status=200, payload={"id": "a1"})
     result = await make_sender().create_activity(42, PAYLOAD)
@@ -350,6 +375,7 @@ async def test_429s_that_are_not_rare_slow_the_run_down(api, make_sender, notice
 
 
 async def test_a_timeout_is_retried(api, make_sender):
+    nothing_on_the_server(api)
     api.post(URL_42, exception=TimeoutError())
     api.post(URL_42, status=200, payload={"id": "a1"})
     result = await make_sender().create_activity(42, PAYLOAD)
@@ -358,6 +384,7 @@ async def test_a_timeout_is_retried(api, make_sender):
 
 
 async def test_timeouts_every_time_fail_without_a_status(api, make_sender):
+    nothing_on_the_server(api)
     api.post(URL_42, exception=TimeoutError(), repeat=True)
     result = await make_sender(max_attempts=3).create_activity(42, PAYLOAD)
     assert (result.status, result.http_status, result.attempts) == (Status.FAILED, None, 3)
@@ -366,6 +393,7 @@ async def test_timeouts_every_time_fail_without_a_status(api, make_sender):
 
 
 async def test_the_last_status_seen_is_kept_when_the_last_try_had_no_answer(api, make_sender):
+    nothing_on_the_server(api)
     api.post(URL_42, status=502)
     api.post(URL_42, exception=TimeoutError(), repeat=True)
     result = await make_sender(max_attempts=2).create_activity(42, PAYLOAD)
@@ -373,6 +401,7 @@ async def test_the_last_status_seen_is_kept_when_the_last_try_had_no_answer(api,
 
 
 async def test_a_dropped_connection_is_retried(api, make_sender):
+    nothing_on_the_server(api)
     api.post(URL_42, exception=aiohttp.ServerDisconnectedError())
     api.post(URL_42, status=200, payload={"id": "a1"})
     result = await make_sender().create_activity(42, PAYLOAD)
@@ -380,6 +409,7 @@ async def test_a_dropped_connection_is_retried(api, make_sender):
 
 
 async def test_dropped_connections_every_time_fail_as_ambiguous(api, make_sender):
+    nothing_on_the_server(api)
     api.post(URL_42, exception=aiohttp.ServerDisconnectedError(), repeat=True)
     result = await make_sender(max_attempts=2).create_activity(42, PAYLOAD)
     assert result.status is Status.FAILED

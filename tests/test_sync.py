@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from importer.delivery import DeliverySettings, FailureLimit, RowFeed, deliver
+from importer.delivery import DeliverySettings, RowFeed, deliver
+from importer.feed import FailureLimit
 from importer.key_records import Begun, KeyRecords, RecordState, content_hash
 from importer.ledger import Ledger, normalise_base_url
 from importer.payload import ActivityPayload
@@ -68,7 +69,7 @@ def ledger(tmp_path: Path):
 
 
 def notes_on(sender: ScriptedSender) -> list[tuple[int, str]]:
-    return sorted((contact, body["note"]) for contact, body in sender.server.values())
+    return sorted((contact, body["note"]) for contact, body, _ in sender.server.values())
 
 
 async def test_a_second_run_of_the_same_records_is_unchanged_and_sends_nothing(ledger):
@@ -228,7 +229,9 @@ async def test_a_creation_left_under_way_is_looked_for_before_it_is_sent(ledger)
     first = ScriptedSender(lands_then_lost)
     reported = await sync(first, export({"T1": "a", "T2": "b"}), ledger)
     assert reported.count(Status.FAILED) == 2
-    second = ScriptedSender()
+    # Its answers carry the note, so each row finds its own. (As documented they do not:
+    # two notes alike but for their text then stay in doubt; see test_delivery.)
+    second = ScriptedSender(echo=True)
     second.server = first.server
     again = await sync(second, export({"T1": "a", "T2": "b"}), ledger)
     assert [o.status for o in again] == [Status.CREATED, Status.CREATED]

@@ -144,7 +144,7 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response: web.StreamResponse = _no_route(request)
     else:
         admission = state.arrive()
-        response = await _answer(request, handler, state, admission)
+        response = await _answer(request, handler, state, admission, route)
         if state.settings.rate_limit_headers:
             _add_rate_headers(response, admission)
     status = DROPPED if request.get(_DROPPED) else response.status
@@ -153,7 +153,11 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def _answer(
-    request: web.Request, handler: Handler, state: SandboxState, admission: Admission
+    request: web.Request,
+    handler: Handler,
+    state: SandboxState,
+    admission: Admission,
+    route: str,
 ) -> web.StreamResponse:
     faults = state.settings.faults
     if not await state.pause(faults.latency):
@@ -169,12 +173,32 @@ async def _answer(
     if fate.error:
         state.stats.inflict("error")
         return _message(500, "Server Error")
+    targeted = _targeted_fault(request.method, route, state)
+    if targeted is not None:
+        return targeted
     request[_FAULTS] = fate
     response = await handler(request)
     if fate.slow:
         state.stats.inflict("slow")
         await state.pause(faults.slow_seconds)
     return response
+
+
+def _targeted_fault(method: str, route: str, state: SandboxState) -> web.Response | None:
+    """A failure aimed at activity creations or activity list pages, if one befalls it."""
+    if route != ACTIVITIES_ROUTE:
+        return None
+    if method == "POST" and state.dice.roll_post():
+        state.stats.inflict("post_error")
+        return _message(500, "Server Error")
+    status = state.dice.roll_read() if method == "GET" else None
+    if status == 429:
+        state.stats.inflict("read_throttle")
+        return _message(429, "Too Many Attempts.", headers={"Retry-After": "1"})
+    if status == 500:
+        state.stats.inflict("read_error")
+        return _message(500, "Server Error")
+    return None
 
 
 def _drop(request: web.Request, state: SandboxState) -> web.Response:
@@ -235,7 +259,8 @@ async def create_activity(request: web.Request) -> web.Response:
     if isinstance(payload, web.Response):
         return payload
     activity = state.store.add_activity(contact.id, payload, now=datetime.now(UTC))
-    return _written(request, state) or web.json_response(activity_json(activity))
+    echoed = activity_json(activity, echo=state.settings.echo_fields)
+    return _written(request, state) or web.json_response(echoed)
 
 
 async def list_activities(request: web.Request) -> web.Response:
@@ -254,7 +279,8 @@ async def list_activities(request: web.Request) -> web.Response:
     activities, total = state.store.list_activities(
         contact.id, type=kind, offset=(page - 1) * per_page, limit=per_page
     )
-    items = [activity_json(activity) for activity in activities]
+    echo = state.settings.echo_fields
+    items = [activity_json(activity, echo=echo) for activity in activities]
     return web.json_response(
         page_json(items, total=total, page=page, per_page=per_page, url=request.url)
     )
@@ -269,7 +295,7 @@ async def get_activity(request: web.Request) -> web.Response:
     activity = state.store.get_activity(contact.id, request.match_info["activity"])
     if activity is None:
         return _message(404, "Activity not found.")
-    return web.json_response(activity_json(activity))
+    return web.json_response(activity_json(activity, echo=state.settings.echo_fields))
 
 
 async def update_activity(request: web.Request) -> web.Response:
@@ -288,7 +314,8 @@ async def update_activity(request: web.Request) -> web.Response:
     activity = state.store.update_activity(contact.id, activity_id, payload, datetime.now(UTC))
     if activity is None:  # deleted between the two steps
         return _message(404, "Activity not found.")
-    return _written(request, state) or web.json_response(activity_json(activity))
+    echoed = activity_json(activity, echo=state.settings.echo_fields)
+    return _written(request, state) or web.json_response(echoed)
 
 
 async def delete_activity(request: web.Request) -> web.Response:

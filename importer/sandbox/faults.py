@@ -14,8 +14,15 @@ What each failure does, in the order the sandbox applies them:
     store_then_fail_rate  (writing an activity: POST, PUT, DELETE) the write IS done, then 500
     slow_rate             the request is handled at once but answered `slow_seconds` late
 
-A dropped request wins over an error, an error over store-then-fail; slowness can come on
-top of any answer. Failures strike only requests that were admitted by the rate limit and
+    post_error_rate       (creating an activity only) 500 before anything is done
+    read_error_rate       (listing a contact's activities only) 500
+    read_throttle_rate    (listing a contact's activities only) 429, `Retry-After: 1`
+
+A dropped request wins over an error, an error over the targeted faults (post, read), those
+over store-then-fail; slowness can come on top of any answer. The targeted faults roll dice
+of their own, so setting them leaves the other faults' sequence as it was.
+
+Failures strike only requests that were admitted by the rate limit and
 carried a valid API key, so a wrong key is always answered 401 and a 429 is never hidden.
 """
 
@@ -49,11 +56,23 @@ class Faults:
     slow_seconds: float = 60.0
     """How late a slow answer is."""
 
+    post_error_rate: float = 0.0
+    """Share of activity creations answered 500 before anything is stored (0 to 1): the
+    writes fail while the reads work."""
+
+    read_error_rate: float = 0.0
+    """Share of activity list pages (`GET …/activities`) answered 500 (0 to 1)."""
+
+    read_throttle_rate: float = 0.0
+    """Share of activity list pages answered 429 with `Retry-After: 1` (0 to 1)."""
+
     seed: int = 0
     """Seed of the dice: the same seed gives the same failures to the same request order."""
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "store_then_fail_rate", "drop_rate", "slow_rate"):
+        rates = ("error_rate", "store_then_fail_rate", "drop_rate", "slow_rate")
+        targeted = ("post_error_rate", "read_error_rate", "read_throttle_rate")
+        for name in (*rates, *targeted):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {value}")
@@ -78,6 +97,7 @@ class FaultDice:
     def __init__(self, faults: Faults) -> None:
         self.faults = faults
         self._random = random.Random(faults.seed)
+        self._targeted = random.Random(f"{faults.seed}/targeted")
 
     def roll(self) -> RequestFaults:
         """The failures of the next request. Always draws four values, whatever the rates."""
@@ -93,3 +113,17 @@ class FaultDice:
             and store_then_fail < faults.store_then_fail_rate,
             slow=slow < faults.slow_rate,
         )
+
+    def roll_post(self) -> bool:
+        """Whether the next activity creation is answered 500 before it is stored."""
+        return self._targeted.random() < self.faults.post_error_rate
+
+    def roll_read(self) -> int | None:
+        """The status the next activity list page is answered with instead: 500, 429 or
+        None (answered as usual). Always draws one value."""
+        draw = self._targeted.random()
+        if draw < self.faults.read_error_rate:
+            return 500
+        if draw < self.faults.read_error_rate + self.faults.read_throttle_rate:
+            return 429
+        return None

@@ -2,13 +2,14 @@
 
 Shapes follow the reference pages (see /work/shared/givebutter-api.md):
 
-- an activity is a bare `ContactActivityResource`: `id` (string), `type`, `source` ("api"),
-  `data` (string), `resource` and `resource_type` (null: an imported activity belongs to no
-  transaction), `occurred_at`, `created_at`, `updated_at` (ISO 8601, UTC, microseconds and a
-  `Z`, as Laravel writes dates), `created_by` (the user who owns the key). Beyond the
-  reference page, and assumed rather than documented: `subject`, `note` and `timezone` are
-  echoed back (so a client can recognise an activity it may have created), and `data` is a
-  JSON string of `{"subject", "note", "timezone"}`;
+- an activity is a bare `ContactActivityResource` with exactly the documented fields: `id`
+  (string), `type`, `source` ("api"), `data` (a string whose content the reference does not
+  describe: here `"{}"`), `resource` and `resource_type` (null: an imported activity belongs
+  to no transaction), `occurred_at`, `created_at`, `updated_at` (ISO 8601, UTC, microseconds
+  and a `Z`, as Laravel writes dates), `created_by` (the user who owns the key). No
+  `subject`, `note` or `timezone`: a client must not rely on them. With `echo=True`
+  (`--echo-fields`) they are echoed back, and `data` is a JSON string of them: the lenient
+  shape, never promised;
 - a contact carries `id` (an integer, as in the path), `type`, names, `external_id`,
   `external_ids` (objects `{id, label, external_id}`, as the reference documents them, not
   strings), `emails`/`phones` (`[{type, value}]`), `primary_email`, `primary_phone`,
@@ -47,24 +48,25 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def activity_json(activity: Activity) -> dict[str, Any]:
-    """A `ContactActivityResource` (plus the echoed fields; see the module docstring)."""
-    data = {"subject": activity.subject, "note": activity.note, "timezone": activity.timezone}
-    return {
+def activity_json(activity: Activity, *, echo: bool = False) -> dict[str, Any]:
+    """A `ContactActivityResource` as documented; `echo` adds the sent fields (see the
+    module docstring)."""
+    resource: dict[str, Any] = {
         "id": activity.id,
         "type": activity.type,
         "source": "api",
-        "data": json.dumps(data, ensure_ascii=False),
+        "data": "{}",
         "resource": None,
         "resource_type": None,
-        "subject": activity.subject,
-        "note": activity.note,
-        "timezone": activity.timezone,
         "occurred_at": iso(activity.occurred_at),
         "created_at": iso(activity.created_at),
         "updated_at": iso(activity.updated_at),
         "created_by": dict(SANDBOX_USER),
     }
+    if echo:
+        sent = {"subject": activity.subject, "note": activity.note, "timezone": activity.timezone}
+        resource.update(sent, data=json.dumps(sent, ensure_ascii=False))
+    return resource
 
 
 def contact_json(contact: Contact) -> dict[str, Any]:

@@ -58,6 +58,11 @@ class SandboxSettings:
     """Serve `PUT /v1/contacts/{contact}/activities/{activity}`; False: that route does not
     exist and PUT answers 405 (an API whose updates a client must do without)."""
 
+    echo_fields: bool = False
+    """Echo `subject`, `note` and `timezone` in activity answers (and put them in `data`),
+    beyond what the reference documents. False: answer exactly the documented fields, as a
+    client must expect; True: the lenient shape some tests compare against."""
+
     def __post_init__(self) -> None:
         if self.contacts < 0:
             raise ValueError("contacts must not be negative")
@@ -153,7 +158,33 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="answer PUT of an activity 405, as an API without updates would",
     )
+    parser.add_argument(
+        "--post-error-rate",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of activity creations answered 500, nothing stored, reads unharmed (0-1)",
+    )
+    parser.add_argument(
+        "--read-error-rate",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of activity list pages (GET .../activities) answered 500 (0-1)",
+    )
+    parser.add_argument(
+        "--read-throttle-rate",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of activity list pages answered 429 with Retry-After: 1 (0-1)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for the fault dice (default 0)")
+    parser.add_argument(
+        "--echo-fields",
+        action="store_true",
+        help="echo subject, note and timezone in activity answers (not documented by the API)",
+    )
 
 
 def sandbox_settings_from_args(args: argparse.Namespace) -> SandboxSettings:
@@ -167,6 +198,7 @@ def sandbox_settings_from_args(args: argparse.Namespace) -> SandboxSettings:
             count_refused=args.count_refused,
             rate_limit_headers=args.rate_limit_headers,
             put_allowed=args.put_allowed,
+            echo_fields=args.echo_fields,
             faults=Faults(
                 error_rate=args.error_rate,
                 store_then_fail_rate=args.store_then_fail_rate,
@@ -174,6 +206,9 @@ def sandbox_settings_from_args(args: argparse.Namespace) -> SandboxSettings:
                 latency=args.latency,
                 slow_rate=args.slow_rate,
                 slow_seconds=args.slow_seconds,
+                post_error_rate=args.post_error_rate,
+                read_error_rate=args.read_error_rate,
+                read_throttle_rate=args.read_throttle_rate,
                 seed=args.seed,
             ),
         )

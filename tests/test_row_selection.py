@@ -267,3 +267,14 @@ def test_a_trial_run_then_the_whole_file_sends_every_row_once(sandbox, tmp_path)
     assert {by_row[n]["status"] for n in range(2, 12)} == {"skipped"}
     assert sum(line["status"] == "created" for line in whole) == 287 - 10
     assert sandbox.store.count_activities() == 287
+
+
+def test_a_trial_run_cannot_mirror_deletions(tmp_path, capsys):
+    code, results = dry_run(tmp_path, "--limit", "5", "--delete-missing")
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "givebutter-import: error: --delete-missing mirrors a whole file: not with "
+        "--limit or --rows"
+    ]
+    assert not results.exists()

@@ -46,6 +46,7 @@ from importer.feed import (
     OrderedOutcomes,
     ReportCallback,
     RowFeed,
+    SeenKeys,
     ToSend,
 )
 from importer.key_records import Begun, KeyRecords, content_hash
@@ -230,7 +231,7 @@ class _Delivery:
         )
         self.failed = self.sent = 0
         self.gave_up = ""  # why no more rows are taken after too many failures
-        self.seen: dict[str, int] = {}  # key -> first row with it, in this run
+        self.seen = SeenKeys()  # key -> first row with it, in this run
         self.left_in_doubt: set[str] = set()  # keys of this run's rows that could not be told
         self.occurrences: Counter[str] = Counter()
         self.batch: list[ToSend] = []  # admitted, not yet marked
@@ -333,12 +334,12 @@ class _Delivery:
             outcome.warnings.append(UNRESOLVED)
             self.ordered.put(row.seq, outcome)
             return False
-        if row.key in self.seen:
+        if (first := self.seen.first_row(row.key)) is not None:
             outcome.status = Status.SKIPPED
-            outcome.error = f"duplicate of row {self.seen[row.key]}: same contact and activity"
+            outcome.error = f"duplicate of row {first}: same contact and activity"
             self.ordered.put(row.seq, outcome)
             return False
-        self.seen[row.key] = outcome.row
+        self.seen.add(row.key, outcome.row)
         if entry is not None and entry.state is EntryState.CREATED:
             outcome.status, outcome.activity_id = Status.SKIPPED, entry.activity_id
             if self.settings.dry_run:

@@ -353,3 +353,14 @@ async def test_identical_rows_in_doubt_each_take_one_activity_once(ledger):
     again, _ = await run(second, rows(3, same=True), ledger, settings=settings)
     assert set(again.statuses()) == {"created"} and second.posts == []
     assert len({o.activity_id for o in again}) == 3
+
+
+def test_seen_keys_tell_content_keys_and_copies_apart():
+    from importer.feed import SeenKeys
+
+    seen = SeenKeys()
+    a, b = "ab" * 32, "cd" * 16 + "ab" * 16  # digests kept by their first 128 bits
+    seen.add(a, 2)
+    seen.add(f"{a}#1", 3)
+    assert seen.first_row(a) == 2 and seen.first_row(f"{a}#1") == 3
+    assert b not in seen and seen.first_row(f"{a}#2") is None

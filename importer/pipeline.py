@@ -6,10 +6,11 @@ input's header is checked against the mapping and the results file is created, s
 that cannot start fails at once (`ImporterError`).
 
 Every input row ends in exactly one line of the results CSV, in input order, whatever
-happens: a dry run decides each chunk at once; a sending run hands the decided rows to
+happens: a dry run without a ledger decides each chunk at once; a sending run (and a dry
+run with a ledger, which says what a run would do) hands the decided rows to
 `importer.delivery`, which posts them exactly once and reports them as the API answers.
-Nothing is sent in a dry run: the sender is not even built. `--summary-json`'s file, when
-asked for, is written at every end, a failed one included, so a stale one never survives.
+Nothing is sent in a dry run. The summary file, when asked for, is written at every end,
+a failed one included, so a stale one never survives.
 """
 
 from __future__ import annotations
@@ -19,95 +20,35 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 
 from importer.decide import decide_rows_of
-from importer.delivery import DeliverySettings, Interruption, RowFeed, deliver
+from importer.delivery import DeliverySettings, RowFeed, deliver
 from importer.dry_run import chunks_to_take, dry_run_in_thread, dry_run_resolving
 from importer.errors import ConfigError, ImporterError
-from importer.feed import FailureLimit
 from importer.key_records import KeyRecords
 from importer.ledger import Ledger, normalise_base_url
 from importer.mapper import Mapper
-from importer.mapping import Mapping, check_columns
+from importer.mapping import check_columns
+from importer.options import (
+    DEFAULT_SOURCE,
+    RunOptions,
+    contacts_index_beside,
+    default_ledger_path,
+)
 from importer.ratelimit import NoticeCallback
 from importer.read import SourceOptions, SourceTable, open_table
 from importer.records import Outcome
 from importer.report import Reporter, ResultsWriter, Summary, write_summary_json
-from importer.resolve import DEFAULT_MAX_AGE, ContactResolver, resolve_contacts
-from importer.selection import EVERY_ROW, RowSelection
+from importer.resolve import ContactResolver, resolve_contacts
+from importer.selection import RowSelection
 from importer.send import Sender, SenderSettings, api_session, check_base_url
-from importer.sync_run import DeleteLimit, keys_to_delete
+from importer.sync_run import keys_to_delete
 from importer.undo import failed_rows
-
-DEFAULT_SOURCE = "default"
-
-
-def default_ledger_path() -> Path:
-    """Where the ledger lives unless told otherwise: the user's data folder
-    (`$XDG_DATA_HOME/givebutter-import/ledger.sqlite`, else under `~/.local/share`)."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "givebutter-import" / "ledger.sqlite"
-
-
-def contacts_index_beside(ledger: Path | None) -> Path | None:
-    """The contact index lives beside the ledger (one per account); none: in memory."""
-    return None if ledger is None else ledger.with_name("contacts.sqlite")
-
-
-@dataclass(kw_only=True)
-class RunOptions:
-    """Everything one run needs. Paths are checked when the run starts.
-
-    The defaults are the command line's: a ledger in the user's data folder (so that a
-    re-run never sends a row twice), its contact index beside it."""
-
-    input_path: Path
-    mapping: Mapping
-    results_path: Path
-    dry_run: bool = False
-    overwrite_results: bool = False
-    summary_json: Path | None = None
-    chunk_rows: int = 50_000
-    sender: SenderSettings = field(default_factory=SenderSettings)
-    api_key: str | None = None  # needed unless dry_run
-    session: aiohttp.ClientSession | None = None  # None: one is built for the run
-    keep_ledger: bool = True  # False: no record; a re-run sends every row again
-    ledger_path: Path | None = None  # None: `default_ledger_path()`
-    allow_duplicates: bool = False  # identical rows in one file are separate activities
-    rows: RowSelection = EVERY_ROW  # the data rows to take (--limit, --rows); others: no line
-    new_ledger: bool = False  # an empty ledger file is meant: start a new ledger in it
-    mark_created: dict[int, str] = field(default_factory=dict)  # rows in doubt settled by hand
-    mark_absent: frozenset[int] = frozenset()  # rows in doubt a person found absent: send them
-    resolve: bool = False  # in a dry run, look contacts up (a read: needs the key)
-    contacts_index: Path | None = None  # None: beside the ledger (in memory without one)
-    contacts_max_age: float = DEFAULT_MAX_AGE  # seconds an index is reused
-    source: str = ""  # with `key:`: the stream of files the keys belong to; "" = "default"
-    recreate_deleted: bool = False  # a keyed row whose activity was deleted is created again
-    delete_missing: bool = False  # with `key:`: delete the activities of keys not in the input
-    max_delete: DeleteLimit = field(default_factory=DeleteLimit)  # ...but never more than this
-    max_failures: FailureLimit | None = None  # take no more rows after this many failed
-    create_contacts: bool = False  # create missing contacts as the mapping's `create:` says
-    interruption: Interruption | None = None  # lets a caller stop the run (ctrl-c)
-    on_start: Callable[[SourceTable], None] | None = None  # called once the header is read
-    on_progress: Callable[[int], None] | None = None  # rows decided since the last call
-    on_notice: NoticeCallback | None = None  # a line the user should see (rate changes)
-
-    @property
-    def ledger(self) -> Path | None:
-        """The ledger's path, or None when the run keeps none."""
-        if not self.keep_ledger:
-            return None
-        return self.ledger_path or default_ledger_path()
-
-    @property
-    def contact_index(self) -> Path | None:
-        return self.contacts_index or contacts_index_beside(self.ledger)
 
 
 def run_import(options: RunOptions) -> Summary:

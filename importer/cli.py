@@ -89,6 +89,7 @@ _OPTION_HINTS = {
     "ledger_path": " (--ledger names another)",
     "create_contacts": " (--create-contacts)",
     "max_delete": " with --max-delete",
+    "new_ledger": " (add --new-ledger)",
 }
 
 

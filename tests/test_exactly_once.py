@@ -233,6 +233,7 @@ def test_a_ledger_truncated_to_0_bytes_stops_the_run_with_one_line(tmp_path, cap
         assert cli(box, tmp_path, data, "b.csv") == 2
         [line] = capsys.readouterr().err.strip().splitlines()
         assert "is empty (0 bytes): every row would be sent again" in line
+        assert line.endswith("(add --new-ledger)")
         assert box.store.count_activities() == 5  # nothing sent again
         assert cli(box, tmp_path, data, "c.csv", "--new-ledger") == 0  # meant: sent again
         assert box.store.count_activities() == 10

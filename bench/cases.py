@@ -36,7 +36,7 @@ from bench.rates import closed_loop_rate, spaced_rate
 from bench.sandbox import SandboxProcess, SandboxStats, sandbox_process
 from bench.table import Result
 from importer.read import SourceOptions
-from importer.sandbox.app import ACTIVITIES_ROUTE, CONTACTS_ROUTE
+from importer.sandbox.app import ACTIVITIES_ROUTE, ACTIVITY_ROUTE, CONTACTS_ROUTE
 from importer.send import DEFAULT_CONCURRENCY
 
 CHUNK_ROWS = SourceOptions().chunk_rows  # what the importer reads at a time
@@ -66,6 +66,8 @@ class Sizes:
     email_contacts: int = 10_000  # ...among this many contacts in the account
     memory_rows: int = 200_000  # a sending run's peak RSS at this many rows ...
     memory_small_rows: int = 20_000  # ... against this many
+    sync_rows: int = 200_000  # a keyed nightly file re-run ...
+    sync_changed: int = 2_000  # ... after this many of its records were edited
     repeats: int = 3  # alternating measurements of a figure and its reference, at most
     budget: float = 45.0  # seconds after which a case starts no further repeat
 
@@ -81,6 +83,8 @@ QUICK = replace(
     ledger_rows=5_000,
     memory_rows=50_000,
     memory_small_rows=5_000,
+    sync_rows=20_000,
+    sync_changed=200,
     repeats=2,
     budget=8.0,
 )
@@ -378,6 +382,54 @@ def _send_peak(rows: int, name: str) -> ChildReport:
     return report
 
 
+def nightly_sync(sizes: Sizes) -> list[Result]:
+    """Case 10: the nightly re-run of a keyed file in which 1% of the records were edited,
+    against a plain dry run of the same file; its requests must be the edits alone."""
+    rows, changed = sizes.sync_rows, sizes.sync_changed
+    last_night, tonight = data.sync_csvs(rows, changed)
+    mapping, workdir = data.sync_mapping(), fresh_dir("sync")
+    home = {"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data")}
+    with sandbox_process(NO_LIMIT) as sandbox:
+        env = {"GIVEBUTTER_API_KEY": sandbox.api_key, **home}
+        url = sandbox.base_url
+        first = run_child("send", url, last_night, mapping, workdir / "first.csv", UNLIMITED_RATE,
+                          env=env)  # fmt: skip
+        before = sandbox.stats()
+        _warm(tonight)
+        sync = run_child("send", url, tonight, mapping, workdir / "sync.csv", UNLIMITED_RATE,
+                         env=env)  # fmt: skip
+        after = sandbox.stats()
+    fresh = fresh_dir("sync-dry-run")  # no ledger: the dry run only reads, maps and checks
+    dry_home = {"HOME": str(fresh), "XDG_DATA_HOME": str(fresh / "data")}
+    dry = run_child("dry-run", tonight, mapping, fresh / "results.csv", env=dry_home)
+    requests = after.requests - before.requests
+    puts = after.count("PUT", ACTIVITY_ROUTE) - before.count("PUT", ACTIVITY_ROUTE)
+    statuses = _statuses(workdir / "sync.csv")
+    problems = []
+    if first.exit_code != 0 or _statuses(workdir / "first.csv")["created"] != rows:
+        problems.append(f"first import: exit {first.exit_code}")
+    expected = Counter({"updated": changed, "unchanged": rows - changed})
+    if sync.exit_code != 0 or statuses != expected:
+        problems.append(f"re-run: exit {sync.exit_code}, {dict(statuses)}")
+    if puts != changed:
+        problems.append(f"{puts:,} PUTs for {changed:,} edited records")
+    return [
+        Result(
+            case=f"nightly sync: {rows:,} keyed rows again, {changed:,} of them edited",
+            figure=f"{sync.seconds:.2f} s, {requests:,} requests",
+            reference=f"{dry.seconds:.2f} s: a plain dry run of the same file",
+            ratio=sync.seconds / dry.seconds,
+            goal=f"≤ 1.5×; {changed:,} updates + the key check",
+            passed=sync.seconds <= 1.5 * dry.seconds and requests == changed + 1 and not problems,
+            note=_joined(
+                problems,
+                f"{puts:,} PUTs; peak RSS {sync.peak_rss_mb:.0f} MB vs "
+                f"{dry.peak_rss_mb:.0f} MB; one run each",
+            ),
+        )
+    ]
+
+
 def _statuses(results: Path) -> Counter[str]:
     with results.open(newline="", encoding="utf-8") as file:
         return Counter(line["status"] for line in csv.DictReader(file))
@@ -469,4 +521,5 @@ CASES: dict[str, Callable[[Sizes], list[Result]]] = {
     "ledger": send_ledger,
     "contacts": contacts_by_email,
     "memory": send_memory,
+    "sync": nightly_sync,
 }

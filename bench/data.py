@@ -16,6 +16,10 @@ Two kinds of file:
 
 `xlsx(rows)` holds the realistic mix as a workbook, with real date cells.
 
+`sync_csvs(rows, changed)` is a nightly export of records with their own ids: the send file
+with an `Activity ID` column, and the next night's copy in which `changed` of the records
+have a corrected subject (`MAPPING_SYNC` keys on that column).
+
 `by_email_csv(rows, people)` is an export that knows people only by email (`Email, Type,
 Note`): `rows` rows spread over `people` of the sandbox's live seeded contacts, each row a
 different activity, the email written in varied case and spacing as exports do.
@@ -95,12 +99,7 @@ MAPPING_XLSX = MAPPING_CSV.replace('    formats: ["%m/%d/%Y %I:%M %p"]\n', "").r
 
 def mapping_path(kind: str) -> Path:
     """The mapping YAML for `kind` ("csv" or "xlsx"), written if missing or changed."""
-    text = MAPPING_CSV if kind == "csv" else MAPPING_XLSX
-    path = DATA_DIR / f"mapping-{kind}.yaml"
-    if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return path
+    return _mapping_file(f"mapping-{kind}.yaml", MAPPING_CSV if kind == "csv" else MAPPING_XLSX)
 
 
 def dry_run_csv(rows: int) -> Path:
@@ -115,15 +114,43 @@ def send_csv(rows: int) -> Path:
     return _cached(path, lambda to: _write_csv(activities(rows, mixed=False), to))
 
 
+SYNC_KEY = "Activity ID"
+MAPPING_SYNC = f"{MAPPING_CSV}key: {SYNC_KEY}\n"
+
+
+def sync_mapping() -> Path:
+    """The mapping YAML of `sync_csvs`: the CSV mapping, keyed on `SYNC_KEY`."""
+    return _mapping_file("mapping-sync.yaml", MAPPING_SYNC)
+
+
+def sync_csvs(rows: int, changed: int) -> tuple[Path, Path]:
+    """Last night's export of `rows` keyed records, and tonight's: the same file with the
+    subject of `changed` records (spread over the file) corrected."""
+    stem = f"activities-sync-v{_VERSION}-{rows}"
+    frame = activities(rows, mixed=False)
+    frame.insert(0, SYNC_KEY, [f"00T{i:09d}" for i in range(rows)])  # a Salesforce-like id
+    first = _cached(DATA_DIR / f"{stem}.csv", lambda to: _write_csv(frame, to))
+    edited = frame.copy()
+    picked = np.random.default_rng(_SEED).choice(rows, changed, replace=False)
+    edited.loc[picked, "Subject"] = edited.loc[picked, "Subject"] + " (corrected)"
+    second = _cached(DATA_DIR / f"{stem}-{changed}-edited.csv", lambda to: _write_csv(edited, to))
+    return first, second
+
+
 MAPPING_BY_EMAIL = "contact: {email: Email}\nactivity: {type: Type, note: Note}\n"
 
 
 def by_email_mapping() -> Path:
     """The mapping YAML of `by_email_csv`."""
-    path = DATA_DIR / "mapping-by-email.yaml"
-    if not path.is_file() or path.read_text(encoding="utf-8") != MAPPING_BY_EMAIL:
+    return _mapping_file("mapping-by-email.yaml", MAPPING_BY_EMAIL)
+
+
+def _mapping_file(name: str, text: str) -> Path:
+    """`bench/data/NAME` holding `text`, written if missing or changed."""
+    path = DATA_DIR / name
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
         DATA_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(MAPPING_BY_EMAIL, encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
     return path
 
 

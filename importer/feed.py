@@ -5,6 +5,7 @@ order (`OrderedOutcomes`), and the two ways a run is stopped early from outside
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 from collections import deque
@@ -62,6 +63,7 @@ class OrderedOutcomes:
         self._sink = sink
         self._next = 0
         self._waiting: dict[int, Outcome] = {}
+        self._moved = asyncio.Event()  # outcomes were handed on since the last `moved()`
 
     def put(self, seq: int, outcome: Outcome) -> None:
         self.put_many(((seq, outcome),))
@@ -77,10 +79,17 @@ class OrderedOutcomes:
             self._next += 1
         if ready:
             self._sink(ready)
+            self._moved.set()
 
     @property
     def held(self) -> int:
+        """Outcomes waiting for an earlier row's."""
         return len(self._waiting)
+
+    async def moved(self) -> None:
+        """Wait until some outcomes are handed on."""
+        self._moved.clear()
+        await self._moved.wait()
 
 
 class RowFeed:

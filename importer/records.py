@@ -177,6 +177,14 @@ class Outcome:
     error: str = ""
     warnings: list[str] = field(default_factory=list)
     in_doubt: bool = False  # FAILED, yet the activity may exist (see `SendResult.in_doubt`)
+    body: dict[str, Any] | None = None  # `payload.to_body()`, once made (`made_body`)
+
+    def made_body(self) -> dict[str, Any]:
+        """The payload's request body, made once: sending and the results line both need it."""
+        if self.body is None:
+            assert self.payload is not None
+            self.body = self.payload.to_body()
+        return self.body
 
 
 # A column of a block: a Python list, or a pyarrow array (a dry run's, never per row).
@@ -217,7 +225,7 @@ class OutcomeBlock:
 
     @classmethod
     def of(cls, outcomes: list[Outcome]) -> OutcomeBlock:
-        bodies = [o.payload.to_body() if o.payload is not None else {} for o in outcomes]
+        bodies = [o.made_body() if o.payload is not None else {} for o in outcomes]
         values: dict[str, Cells] = {}
         for name in FIELD_NAMES:
             column = ["" if b.get(name) is None else str(b[name]) for b in bodies]

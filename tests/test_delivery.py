@@ -364,3 +364,31 @@ def test_seen_keys_tell_content_keys_and_copies_apart():
     seen.add(f"{a}#1", 3)
     assert seen.first_row(a) == 2 and seen.first_row(f"{a}#1") == 3
     assert b not in seen and seen.first_row(f"{a}#2") is None
+
+
+async def test_rows_decided_at_once_behind_a_slow_row_do_not_pile_up(ledger, monkeypatch):
+    import importer.delivery
+
+    monkeypatch.setattr(importer.delivery, "HELD_AT_MOST", 50)
+    sender = ScriptedSender()
+    await run(sender, rows(300, first=3), ledger)  # already imported: decided at once below
+    gate = asyncio.Event()
+    again = ScriptedSender(slow(gate))
+    again.server = sender.server
+    read = []
+
+    def chunks():
+        for chunk in in_chunks([*rows(1, dated=False), *rows(300, first=3)]):
+            read.extend(chunk)
+            yield chunk
+
+    reported = Reported()
+    task = asyncio.create_task(deliver(RowFeed(chunks()), again, ledger, SETTINGS, reported))
+    while len(again.posts) < 1:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)  # time enough to read the whole input, were it not held back
+    assert reported == [] and 50 <= len(read) <= 50 + 10  # one chunk past the bound, no more
+    gate.set()
+    assert not await task
+    assert [o.row for o in reported] == list(range(2, 303))
+    assert reported.statuses() == ["created"] + ["skipped"] * 300

@@ -46,7 +46,6 @@ from importer.feed import (
     OrderedOutcomes,
     ReportCallback,
     RowFeed,
-    SeenKeys,
     ToSend,
 )
 from importer.key_records import Begun, KeyRecords, content_hash
@@ -69,6 +68,7 @@ from importer.records import (
     Status,
 )
 from importer.recover import Claims, Found, Search, Sought, Unknown
+from importer.seen_keys import SeenKeys
 from importer.send import ClaimsSource, SendJob
 from importer.sync import LOOKED_FIRST, UNRESOLVED, KeyedRows, deletion
 
@@ -235,7 +235,7 @@ class _Delivery:
         )
         self.failed = self.sent = 0
         self.gave_up = ""  # why no more rows are taken after too many failures
-        self.seen = SeenKeys()  # key -> first row with it, in this run
+        self.seen = SeenKeys(hex_digests=True)  # key -> first row with it, in this run
         self.left_in_doubt: set[str] = set()  # keys of this run's rows that could not be told
         self.occurrences: Counter[str] = Counter()
         self.batch: list[ToSend] = []  # admitted, not yet marked
@@ -277,6 +277,7 @@ class _Delivery:
                     if outcome.status is Status.VALID
                 }
                 content_keys = [row.key for row in group.values() if not row.version]
+                self.seen.look_ahead(content_keys)
                 known = await self._lookup(content_keys) if look_up and content_keys else {}
                 for _ in range(count):
                     seq, outcome = feed.pending.popleft()

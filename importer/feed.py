@@ -200,33 +200,3 @@ def number_or_share(text: str) -> tuple[int | None, float | None]:
     except ValueError:
         pass
     raise ValueError(f"'{text}' is neither a whole number nor a percentage such as 5%")
-
-
-class SeenKeys:
-    """The ledger keys this run has met, each with the first row that had it.
-
-    Held for every row of the run, so kept small: a key that is a SHA-256 hex digest (every
-    content key) is held as the int of its first 128 bits, about a third of the string's
-    memory; two different rows would have to agree on 128 bits to be taken for each other.
-    Other keys (`allow_duplicates`' `digest#n`) are held as they are."""
-
-    def __init__(self) -> None:
-        self._rows: dict[int | str, int] = {}
-
-    def first_row(self, key: str) -> int | None:
-        return self._rows.get(_compact(key))
-
-    def add(self, key: str, row: int) -> None:
-        self._rows[_compact(key)] = row
-
-    def __contains__(self, key: str) -> bool:
-        return _compact(key) in self._rows
-
-
-_HEX_DIGITS = frozenset("0123456789abcdef")
-
-
-def _compact(key: str) -> int | str:
-    if len(key) == 64 and _HEX_DIGITS.issuperset(key):
-        return int(key[:32], 16)
-    return key

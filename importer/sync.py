@@ -30,6 +30,7 @@ from importer.key_records import KeyRecord, KeyRecords, RecordState
 from importer.payload import ActivityPayload
 from importer.records import Change, Outcome, Status
 from importer.recover import Absent, Claims, Sought, Unknown
+from importer.seen_keys import SeenKeys
 
 if TYPE_CHECKING:
     from importer.delivery import ActivitySender
@@ -114,7 +115,7 @@ class KeyedRows:
         self._doubt, self._claims = doubt, claims  # a look that could not tell; the ledger's
         self.chunk_records: dict[str, KeyRecord] = {}  # the current chunk's keys, as known
         self.prepared: dict[int, ToSend] = {}  # seq -> rows made ready while settling
-        self.seen_keys: dict[str, int] = {}  # source key -> first row with it, in this run
+        self.seen_keys = SeenKeys()  # source key -> first row with it, in this run
         self.updates_refused = ""  # the API said it does not take updates: why
 
     async def settle(
@@ -126,6 +127,7 @@ class KeyedRows:
         if not keyed:
             return
         fresh = []
+        self.seen_keys.look_ahead(outcome.key for _, outcome in keyed)
         for seq, outcome in keyed:
             first = self.seen_keys.setdefault(outcome.key, outcome.row)
             if first != outcome.row:

@@ -356,9 +356,9 @@ async def test_identical_rows_in_doubt_each_take_one_activity_once(ledger):
 
 
 def test_seen_keys_tell_content_keys_and_copies_apart():
-    from importer.feed import SeenKeys
+    from importer.seen_keys import SeenKeys
 
-    seen = SeenKeys()
+    seen = SeenKeys(hex_digests=True)
     a, b = "ab" * 32, "cd" * 16 + "ab" * 16  # digests kept by their first 128 bits
     seen.add(a, 2)
     seen.add(f"{a}#1", 3)
@@ -392,3 +392,26 @@ async def test_rows_decided_at_once_behind_a_slow_row_do_not_pile_up(ledger, mon
     assert not await task
     assert [o.row for o in reported] == list(range(2, 303))
     assert reported.statuses() == ["created"] + ["skipped"] * 300
+
+
+def test_seen_keys_keep_every_first_row_across_many_flushes():
+    import hashlib
+
+    from importer.seen_keys import SeenKeys
+
+    seen = SeenKeys(hex_digests=True)
+    # The first two agree on their first 64 bits, not on their first 128.
+    keys = ["0" * 64, "0" * 16 + "1" + "0" * 47]
+    keys += [hashlib.sha256(str(n).encode()).hexdigest() for n in range(10_000)]
+    keys += [f"00T{n:09d}" for n in range(3_000)]
+    for start in range(0, len(keys), 500):
+        group = keys[start : start + 500]
+        seen.look_ahead(group)
+        for row, key in enumerate(group, start):
+            assert seen.first_row(key) is None
+            seen.add(key, row)
+    assert len(seen) == len(keys)
+    seen.look_ahead(keys[::7])
+    assert all(seen.first_row(key) == row for row, key in enumerate(keys))  # ahead or not
+    assert seen.setdefault(keys[5], 99_999) == 5 and seen.setdefault("new", 7) == 7
+    assert "new" in seen and "other" not in seen

@@ -283,10 +283,10 @@ def test_ctrl_c_stops_sending_finishes_the_report_and_exits_130(sandbox, tmp_pat
 
 
 def test_a_second_ctrl_c_abandons_the_requests_in_flight(tmp_path):
-    """With every request taking 6 s, the second ctrl-c ends the run at once; the rows
+    """With every activity write taking 6 s, the second ctrl-c ends the run at once; the rows
     whose requests were cut off say the activity may exist, and the ledger keeps them
     `sending`, for the next run to look for."""
-    settings = SandboxSettings(limits=(), faults=Faults(latency=6.0))
+    settings = SandboxSettings(limits=(), faults=Faults(write_latency=6.0))
     with sandbox_in_thread(settings) as slow:
         command = import_command(slow, tmp_path, "100/s", "--results", str(tmp_path / "r.csv"))
         env = {**os.environ, "GIVEBUTTER_API_KEY": slow.api_key}
@@ -296,7 +296,8 @@ def test_a_second_ctrl_c_abandons_the_requests_in_flight(tmp_path):
         deadline = time.monotonic() + 30
         while slow.stats.count() < 1 and time.monotonic() < deadline:  # the key check
             time.sleep(0.01)
-        time.sleep(1.0)  # the first requests are out, none answered
+        while len(slow.stats.admitted_times) < 1 + 8 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the first requests (8 at once, the default) are out, unanswered
         victim.send_signal(signal.SIGINT)
         time.sleep(0.2)
         victim.send_signal(signal.SIGINT)

@@ -184,6 +184,18 @@ async def test_latency_delays_writes_too(http, method):
         assert time.monotonic() - started >= 0.15
 
 
+async def test_write_latency_delays_activity_writes_and_not_reads(http):
+    async with running_sandbox(settings(write_latency=0.3)) as sandbox:
+        started = time.monotonic()
+        await get(http, sandbox)
+        read = time.monotonic() - started
+        await post(http, sandbox)
+        activity = stored_note(sandbox)
+        assert (await write(http, sandbox, "PUT", activity)).status == 200
+        written_in = time.monotonic() - started - read
+    assert read < 0.25 and written_in >= 0.55  # the POST and the PUT waited, the GET not
+
+
 @pytest.mark.parametrize("method", ["PUT", "DELETE"])
 async def test_a_slow_write_is_done_at_once_and_answered_late(http, method):
     async with running_sandbox(settings(slow_rate=1.0, slow_seconds=30.0)) as sandbox:

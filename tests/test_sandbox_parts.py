@@ -356,7 +356,7 @@ def test_each_flag_sets_its_field(tmp_path):
         "--limit", "8/1s", "--limit", "480/60s", "--rate-limit-headers", "--no-count-refused",
         "--error-rate", "0.1", "--store-then-fail-rate", "0.05", "--drop-rate", "0.02",
         "--latency", "0.01", "--slow-rate", "0.01", "--slow-seconds", "45", "--seed", "7",
-        "--no-put",
+        "--no-put", "--write-latency", "0.5",
     )  # fmt: skip
     assert settings == SandboxSettings(
         db_path=tmp_path / "s.sqlite",
@@ -370,6 +370,7 @@ def test_each_flag_sets_its_field(tmp_path):
             store_then_fail_rate=0.05,
             drop_rate=0.02,
             latency=0.01,
+            write_latency=0.5,
             slow_rate=0.01,
             slow_seconds=45.0,
             seed=7,

@@ -134,6 +134,9 @@ def build_app(state: SandboxState) -> web.Application:
 # -- the middleware: rate limit, latency, key, faults, stats -------------------------------
 
 
+_WRITES = frozenset({"POST", "PUT", "DELETE"})
+
+
 @web.middleware
 async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/v1/"):
@@ -160,7 +163,10 @@ async def _answer(
     route: str,
 ) -> web.StreamResponse:
     faults = state.settings.faults
-    if not await state.pause(faults.latency):
+    latency = faults.latency
+    if request.method in _WRITES and route in (ACTIVITIES_ROUTE, ACTIVITY_ROUTE):
+        latency += faults.write_latency
+    if not await state.pause(latency):
         return _message(503, "Service Unavailable")
     if not admission.admitted:
         retry_after = max(1, math.ceil(admission.retry_after))

@@ -9,6 +9,7 @@ varies, so the failures land on different rows; their number stays close to the 
 What each failure does, in the order the sandbox applies them:
 
     latency               every request waits this long before it is handled
+    write_latency         (writing an activity: POST, PUT, DELETE) waits this long more
     drop_rate             the connection is closed without an answer; nothing is stored
     error_rate            500 before anything is done; nothing is stored
     store_then_fail_rate  (writing an activity: POST, PUT, DELETE) the write IS done, then 500
@@ -50,6 +51,10 @@ class Faults:
     latency: float = 0.0
     """Seconds every request waits before it is handled (an asyncio sleep, not blocking)."""
 
+    write_latency: float = 0.0
+    """Seconds every activity write (POST, PUT, DELETE) waits on top of `latency`: slow
+    writes behind quick reads (the key check, lookups)."""
+
     slow_rate: float = 0.0
     """Share of requests answered `slow_seconds` late, to make clients time out (0 to 1)."""
 
@@ -76,7 +81,7 @@ class Faults:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {value}")
-        for name in ("latency", "slow_seconds"):
+        for name in ("latency", "write_latency", "slow_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
 

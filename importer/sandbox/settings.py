@@ -139,6 +139,13 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
         "--latency", type=_seconds, default=0.0, metavar="SECONDS", help="added to every request"
     )
     parser.add_argument(
+        "--write-latency",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="added to every activity write (POST, PUT, DELETE) on top of --latency",
+    )
+    parser.add_argument(
         "--slow-rate",
         type=_share,
         default=0.0,
@@ -204,6 +211,7 @@ def sandbox_settings_from_args(args: argparse.Namespace) -> SandboxSettings:
                 store_then_fail_rate=args.store_then_fail_rate,
                 drop_rate=args.drop_rate,
                 latency=args.latency,
+                write_latency=args.write_latency,
                 slow_rate=args.slow_rate,
                 slow_seconds=args.slow_seconds,
                 post_error_rate=args.post_error_rate,

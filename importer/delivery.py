@@ -48,16 +48,16 @@ from importer.feed import (
     RowFeed,
     ToSend,
 )
-from importer.key_records import Begun, KeyRecords, content_hash
+from importer.key_records import KeyRecords, content_hash
 from importer.ledger import (
     EntryState,
     Ledger,
     LedgerEntry,
-    NewEntry,
     canonical_body_json,
     key_of_json,
     normalise_base_url,
 )
+from importer.ledger_writes import Written, mark_sending, write_results
 from importer.ratelimit import NoticeCallback
 from importer.records import (
     KEY_REFUSED,
@@ -243,7 +243,7 @@ class _Delivery:
         self.ready: deque[ToSend] = deque()  # marked, not yet taken by a worker
         self.in_flight: dict[int, ToSend] = {}  # id(job) -> taken by a worker, no result yet
         # For the ledger at the next commit: the key, the result, the change (keyed rows).
-        self.results: list[tuple[str, SendResult, Change | None]] = []
+        self.results: list[Written] = []
         self.awaiting_commit: list[tuple[int, Outcome]] = []  # reported once committed
         self.committing: list[tuple[int, Outcome]] = []
         self.batch_size = SEND_BATCH
@@ -279,22 +279,26 @@ class _Delivery:
                 content_keys = [row.key for row in group.values() if not row.version]
                 self.seen.look_ahead(content_keys)
                 known = await self._lookup(content_keys) if look_up and content_keys else {}
-                for _ in range(count):
-                    seq, outcome = feed.pending.popleft()
-                    if outcome.status is not Status.VALID:
-                        self.ordered.put(seq, outcome)
-                        continue
-                    row = group[seq]
-                    try:
-                        if row.version:
-                            admitted = await self.keyed.admit(row, sender)
-                        else:
-                            admitted = await self.admit(row, known.get(row.key), sender)
-                    except asyncio.CancelledError:
-                        feed.pending.appendleft((seq, outcome))
-                        raise
-                    if admitted:
-                        await self._add_to_batch(row)
+                decided: list[tuple[int, Outcome]] = []  # handed on together, not one by one
+                try:
+                    for _ in range(count):
+                        seq, outcome = feed.pending.popleft()
+                        if outcome.status is not Status.VALID:
+                            decided.append((seq, outcome))
+                            continue
+                        row = group[seq]
+                        try:
+                            if row.version:
+                                admitted = await self.keyed.admit(row, sender)
+                            else:
+                                admitted = await self.admit(row, known.get(row.key), sender)
+                        except asyncio.CancelledError:
+                            feed.pending.appendleft((seq, outcome))
+                            raise
+                        if admitted:
+                            await self._add_to_batch(row)
+                finally:
+                    self.ordered.put_many(decided)
         for record in self.settings.deletions:
             await self._add_to_batch(deletion(feed.next_seq(), record))
         if self.batch:
@@ -569,49 +573,11 @@ class _Delivery:
 
     def _mark(self, rows: list[ToSend]) -> None:
         assert self.ledger is not None and self.records is not None
-        name = self.settings.input_name
-        self.ledger.mark_sending(
-            NewEntry(row.key, row.outcome.contact_id or 0, row.outcome.row, name, row.body_json)
-            for row in rows
-            if not row.version
-        )
-        self.records.begin(
-            [
-                Begun(
-                    row.key,
-                    row.change,
-                    row.outcome.contact,
-                    row.outcome.contact_id or 0,
-                    row.body_json,
-                    row.version,
-                    row.outcome.row,
-                    name,
-                )
-                for row in rows
-                if row.version
-            ]
-        )
+        mark_sending(self.ledger, self.records, self.settings.input_name, rows)
 
-    def _write_results(self, results: list[tuple[str, SendResult, Change | None]]) -> None:
+    def _write_results(self, results: list[Written]) -> None:
         assert self.ledger is not None and self.records is not None
-        for key, result, change in results:
-            if change is not None:
-                self._finish_record(key, result, change)
-            elif result.status is Status.CREATED:
-                self.ledger.record_created(key, result.activity_id or "", result.attempts)
-            else:
-                self.ledger.record_failed(key, result.error, result.attempts, result.http_status)
-        self.ledger.commit()
-        self.records.commit()
-
-    def _finish_record(self, key: str, result: SendResult, change: Change) -> None:
-        assert self.records is not None
-        if result.status is not Status.FAILED:
-            self.records.finish(key, change, result.activity_id)
-        elif result.gone:
-            self.records.gone(key)
-        else:
-            self.records.fail(key)
+        write_results(self.ledger, self.records, results)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

@@ -73,6 +73,18 @@ _COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
+class KeyVersion:
+    """The little of a record that tells whether a row is unchanged (`sync.is_unchanged`),
+    and what an unchanged row's line shows."""
+
+    state: RecordState
+    pending: Change | None
+    content_hash: str
+    contact_id: int | None
+    activity_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Begun:
     """A change about to be made to one record."""
 
@@ -103,16 +115,24 @@ class KeyRecords:
     # -- reading ------------------------------------------------------------------------
 
     def lookup(self, keys: Iterable[str]) -> dict[str, KeyRecord]:
-        found: dict[str, KeyRecord] = {}
+        return {values[0]: _record(values) for values in self._select(_COLUMNS, keys)}
+
+    def versions(self, keys: Iterable[str]) -> dict[str, KeyVersion]:
+        """`lookup`'s lighter sibling (a third of its time): enough to tell unchanged rows."""
+        columns = "key, state, pending, content_hash, contact_id, activity_id"
+        return {
+            key: KeyVersion(RecordState(state), Change(pending) if pending else None, *rest)
+            for key, state, pending, *rest in self._select(columns, keys)
+        }
+
+    def _select(self, columns: str, keys: Iterable[str]) -> Iterator[Sequence[Any]]:
         for chunk in _chunks(list(dict.fromkeys(keys)), _LOOKUP_CHUNK):
             marks = ",".join("?" * len(chunk))
             query = (
-                f"SELECT {_COLUMNS} FROM records WHERE account = ? AND source = ? "
+                f"SELECT {columns} FROM records WHERE account = ? AND source = ? "
                 f"AND key IN ({marks})"
             )
-            for values in self._db.execute(query, [self.account, self.source, *chunk]):
-                found[values[0]] = _record(values)
-        return found
+            yield from self._db.execute(query, [self.account, self.source, *chunk])
 
     def live(self) -> Iterator[KeyRecord]:
         """Every record of this source whose activity exists (or is being changed)."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from importer.dry_run import UNRESOLVED
 from importer.feed import ToSend
-from importer.key_records import KeyRecord, KeyRecords, RecordState
+from importer.key_records import KeyRecord, KeyRecords, KeyVersion, RecordState
 from importer.payload import ActivityPayload
 from importer.records import Change, Outcome, Status
 from importer.recover import Absent, Claims, Sought, Unknown
@@ -55,7 +55,7 @@ UNCHANGED = Plan(None)
 CREATE = Plan(Change.CREATE)
 
 
-def is_unchanged(record: KeyRecord | None, version: str) -> bool:
+def is_unchanged(record: KeyRecord | KeyVersion | None, version: str) -> bool:
     """The ledger's record of this key is this very version, with nothing under way."""
     return (
         record is not None
@@ -135,20 +135,23 @@ class KeyedRows:
                 outcome.error = f"key {outcome.key} repeats row {first}'s: one row a record"
             else:
                 fresh.append((seq, outcome))
-        self.chunk_records = (
-            await self._in_thread(self.records.lookup, [o.key for _, o in fresh])
-            if self.records is not None
-            else {}
-        )
+        self.chunk_records = {}
+        if self.records is None:
+            self.prepared.update((seq, to_send(seq, outcome)) for seq, outcome in fresh)
+            return
+        known = await self._in_thread(self.records.versions, [o.key for _, o in fresh])
         for seq, outcome in fresh:
             row = to_send(seq, outcome)
-            record = self.chunk_records.get(outcome.key)
-            if is_unchanged(record, row.version):
-                assert record is not None
-                outcome.status, outcome.activity_id = Status.UNCHANGED, record.activity_id
-                outcome.contact_id, outcome.found_by = record.contact_id, "ledger"
+            version = known.get(outcome.key)
+            if is_unchanged(version, row.version):
+                assert version is not None
+                outcome.status, outcome.activity_id = Status.UNCHANGED, version.activity_id
+                outcome.contact_id, outcome.found_by = version.contact_id, "ledger"
             else:
                 self.prepared[seq] = row
+        changed = [self.prepared[seq].key for seq, _ in fresh if seq in self.prepared]
+        if changed:  # the whole record, for the plan: a few rows of a nightly file
+            self.chunk_records = await self._in_thread(self.records.lookup, changed)
 
     def take_prepared(self, seq: int) -> ToSend | None:
         """The row `settle` made ready at `seq`, if it did (once)."""

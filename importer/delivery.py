@@ -33,9 +33,9 @@ import contextlib
 import dataclasses
 import itertools
 from collections import Counter, deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from importer.answers import in_doubt
 from importer.claims import ledger_claims
@@ -67,9 +67,10 @@ from importer.records import (
     SendResult,
     Status,
 )
-from importer.recover import Claims, Found, Search, Sought, Unknown
+from importer.recover import Claims, Found, Sought, Unknown
 from importer.seen_keys import SeenKeys
-from importer.send import ClaimsSource, SendJob
+from importer.send import SendJob
+from importer.sender_protocol import ActivitySender, DrySender
 from importer.sync import LOOKED_FIRST, UNRESOLVED, KeyedRows, deletion
 
 # Each mark and each commit is one fsync. Bigger batches mean fewer of them, but after a
@@ -81,32 +82,13 @@ SEND_BATCH = 32  # rows marked `sending` in one transaction, at least...
 SEND_BATCH_MAX = 2048  # ...and at most
 MARK_AHEAD_SECONDS = 0.25  # a batch is about this much sending at the rate rows are taken
 LOOKUP_GROUP = 500  # rows whose keys are looked up in the ledger at once
+LOOKS_AT_ONCE = 8  # contacts whose rows left in doubt are looked for on the server at once
 # Rows decided at once (unchanged, already imported, duplicates) wait in input order behind
 # rows still being sent; the producer reads no further while this many wait, so that a
 # long file's outcomes are not all held in memory (a 1%-edited sync held 55,000 of them).
 HELD_AT_MOST = 10_000
 
 _T = TypeVar("_T")
-OnResult = Callable[[SendJob, SendResult], None]
-Claimer = ClaimsSource | None
-
-
-class ActivitySender(Protocol):
-    """What delivery needs of a sender (`importer.send.Sender` is one)."""
-
-    async def send_all(
-        self, jobs: AsyncIterable[SendJob], on_result: OnResult, *, claims: Claimer = None
-    ) -> None: ...
-
-    async def search_activity(self, sought: Sought, known: Claims | None = None) -> Search: ...
-
-
-WOULD = {
-    Change.CREATE: Status.WOULD_CREATE,
-    Change.UPDATE: Status.WOULD_UPDATE,
-    Change.MOVE: Status.WOULD_MOVE,
-    Change.DELETE: Status.WOULD_DELETE,
-}
 
 
 async def deliver(
@@ -129,11 +111,11 @@ async def deliver(
     interruption = interruption or Interruption()
     if sender is None and not settings.dry_run:
         raise ValueError("only a dry run may go without a sender")
-    producer = asyncio.create_task(run.produce(feed, sender or _DrySender()), name="delivery-feed")
+    producer = asyncio.create_task(run.produce(feed, sender or DrySender()), name="delivery-feed")
     tasks = [producer]
     if ledger is not None and not settings.dry_run:
         tasks.append(asyncio.create_task(run.commit_regularly(), name="delivery-commit"))
-    poster = _DrySender() if settings.dry_run or sender is None else sender
+    poster = DrySender() if settings.dry_run or sender is None else sender
     claims = run.claims if ledger is not None and not settings.dry_run else None
     sending = asyncio.create_task(poster.send_all(run.jobs(producer), run.on_result, claims=claims))
 
@@ -172,20 +154,6 @@ async def deliver(
     elif run.gave_up:
         run.finish_unsent(feed, run.gave_up)
     return interruption.happened
-
-
-class _DrySender:
-    """A dry run's stand-in for the sender: each job is answered with what would be done;
-    nothing is looked for on the server (a dry run never asks it)."""
-
-    async def search_activity(self, sought: Sought, known: Claims | None = None) -> Search:
-        raise AssertionError("a dry run never looks on the server")
-
-    async def send_all(
-        self, jobs: AsyncIterable[SendJob], on_result: OnResult, *, claims: Claimer = None
-    ) -> None:
-        async for job in jobs:
-            on_result(job, SendResult(WOULD[job.change]))
 
 
 async def _waiting_on(sending: asyncio.Task[None]) -> None:
@@ -279,6 +247,7 @@ class _Delivery:
                 content_keys = [row.key for row in group.values() if not row.version]
                 self.seen.look_ahead(content_keys)
                 known = await self._lookup(content_keys) if look_up and content_keys else {}
+                looked = await self._admit_in_doubt(group, known, sender)
                 decided: list[tuple[int, Outcome]] = []  # handed on together, not one by one
                 try:
                     for _ in range(count):
@@ -288,7 +257,9 @@ class _Delivery:
                             continue
                         row = group[seq]
                         try:
-                            if row.version:
+                            if seq in looked:
+                                admitted = looked[seq]
+                            elif row.version:
                                 admitted = await self.keyed.admit(row, sender)
                             else:
                                 admitted = await self.admit(row, known.get(row.key), sender)
@@ -303,6 +274,38 @@ class _Delivery:
             await self._add_to_batch(deletion(feed.next_seq(), record))
         if self.batch:
             await self.hand_on()
+
+    async def _admit_in_doubt(
+        self, group: dict[int, ToSend], known: dict[str, LedgerEntry], sender: ActivitySender
+    ) -> dict[int, bool]:
+        """Admit first, by seq, the group's rows that an earlier run left `sending`: each is
+        looked for on the server. The rows of one contact are looked for one after another
+        in input order, as `admit` would (a look respects what the looks before it found);
+        LOOKS_AT_ONCE contacts at a time, so that a resume after a kill does not wait a round
+        trip per row. Other contacts' rows do not bear on a contact's look."""
+        by_contact: dict[int, list[ToSend]] = {}
+        for row in group.values():
+            entry = known.get(row.key)
+            if entry is not None and entry.state is EntryState.SENDING and not row.version:
+                by_contact.setdefault(row.outcome.contact_id or 0, []).append(row)
+        admitted: dict[int, bool] = {}
+        if self.settings.dry_run or len(by_contact) < 2:  # nothing to look for at once
+            return admitted
+        slots = asyncio.Semaphore(LOOKS_AT_ONCE)
+
+        async def look_for(rows: list[ToSend]) -> None:
+            async with slots:
+                for row in rows:
+                    admitted[row.seq] = await self.admit(row, known.get(row.key), sender)
+
+        looks = [asyncio.ensure_future(look_for(rows)) for rows in by_contact.values()]
+        try:
+            await asyncio.gather(*looks)
+        finally:  # one look failed, or the run was stopped: the others stop too
+            for look in looks:
+                look.cancel()
+            await asyncio.gather(*looks, return_exceptions=True)
+        return admitted
 
     async def _caught_up(self) -> bool:
         """Once fewer than HELD_AT_MOST outcomes wait for earlier rows' (True): the rows they

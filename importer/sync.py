@@ -33,7 +33,7 @@ from importer.recover import Absent, Claims, Sought, Unknown
 from importer.seen_keys import SeenKeys
 
 if TYPE_CHECKING:
-    from importer.delivery import ActivitySender
+    from importer.sender_protocol import ActivitySender
 
 LOOKED_FIRST = "an earlier run may have created it: the real run looks for it first"
 

@@ -415,3 +415,46 @@ def test_seen_keys_keep_every_first_row_across_many_flushes():
     assert all(seen.first_row(key) == row for row, key in enumerate(keys))  # ahead or not
     assert seen.setdefault(keys[5], 99_999) == 5 and seen.setdefault("new", 7) == 7
     assert "new" in seen and "other" not in seen
+
+
+async def test_rows_in_doubt_are_looked_for_several_contacts_at_once_one_contact_in_order(
+    ledger,
+):
+    def spread(outcomes: list[Outcome]) -> list[Outcome]:
+        for n, outcome in enumerate(outcomes):
+            outcome.contact_id = 10001 + n % 4
+            outcome.contact = str(outcome.contact_id)
+        return outcomes
+
+    first = ScriptedSender(store_then_fail)
+    await run(first, spread(rows(12)), ledger)
+    assert ledger.stats()[EntryState.SENDING] == 12
+
+    class SlowLooks(ScriptedSender):
+        def __init__(self) -> None:
+            super().__init__()
+            self.looking: list[int] = []  # contacts being looked through now
+            self.most_at_once = 0
+            self.order: list[int] = []  # rows, in the order their looks began
+
+        async def search_activity(self, sought, known=None):
+            assert sought.contact_id not in self.looking  # one contact: one look at a time
+            self.looking.append(sought.contact_id)
+            self.most_at_once = max(self.most_at_once, len(self.looking))
+            self.order.append(sought.row)
+            await asyncio.sleep(0.02)
+            try:
+                return await super().search_activity(sought, known)
+            finally:
+                self.looking.remove(sought.contact_id)
+
+    second = SlowLooks()
+    second.server = first.server
+    again, _ = await run(second, spread(rows(12)), ledger)
+    assert [o.row for o in again] == list(range(2, 14))
+    assert set(again.statuses()) == {"created"} and second.posts == []
+    assert second.copies() == [1] * 12
+    assert second.most_at_once == 4
+    for contact in range(4):  # each contact's rows looked for in input order
+        mine = [row for row in second.order if (row - 2) % 4 == contact]
+        assert mine == sorted(mine) and len(mine) == 3

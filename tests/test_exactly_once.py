@@ -338,9 +338,7 @@ def test_2000_rows_under_faults_then_a_rerun_settle_every_row_exactly_once(
 @SHAPES
 def test_kill_9_at_100_ms_latency_then_a_resume_gives_exactly_once(tmp_path, echo):
     data = write_csv(tmp_path / "many.csv", many_rows(300))
-    # Writes take 100 ms, so that several are in flight at the kill; reads (the resume's looks
-    # for them) answer at once.
-    settings = SandboxSettings(limits=(), echo_fields=echo, faults=Faults(write_latency=0.1))
+    settings = SandboxSettings(limits=(), echo_fields=echo, faults=Faults(latency=0.1))
     with sandbox_in_thread(settings) as box:
         command = [sys.executable, "-m", "importer", *import_args(box, tmp_path, data, "k.csv")]
         command[command.index("--rate") + 1] = "400/s"

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from importer.cli import main
+from importer.ledger import Ledger
 from importer.sandbox import Sandbox, SandboxSettings, sandbox_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,3 +97,16 @@ def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
     with sandbox_in_thread(SandboxSettings(limits=())) as running:
         monkeypatch.setenv("GIVEBUTTER_API_KEY", running.api_key)
         yield running
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    """Where the test's ledger is (in a folder not made yet: the ledger makes it)."""
+    return tmp_path / "state" / "ledger.sqlite"
+
+
+@pytest.fixture
+def ledger(ledger_path: Path) -> Iterator[Ledger]:
+    """A ledger, open for the test."""
+    with Ledger.open(ledger_path) as opened:
+        yield opened

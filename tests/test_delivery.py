@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
@@ -87,12 +86,6 @@ async def run(
         interruption=interruption,
     )
     return reported, interrupted
-
-
-@pytest.fixture
-def ledger(tmp_path: Path):
-    with Ledger.open(tmp_path / "ledger.sqlite") as opened:
-        yield opened
 
 
 async def test_every_row_is_reported_once_in_input_order(ledger):

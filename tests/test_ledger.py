@@ -60,31 +60,20 @@ def entry(n: int, *, contact_id: int = 42) -> NewEntry:
     return NewEntry(f"{n:064x}", contact_id, n + 2, "calls.csv", '{"type":"note"}')
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "ledger.sqlite"
-
-
-@pytest.fixture
-def ledger(path: Path) -> Iterator[Ledger]:
-    with Ledger.open(path) as opened:
-        yield opened
-
-
-def other_connection(path: Path) -> closing[sqlite3.Connection]:
+def other_connection(ledger_path: Path) -> closing[sqlite3.Connection]:
     """A reader that is not the ledger: it sees only what is committed."""
-    return closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True))
+    return closing(sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True))
 
 
-def states_seen_by_another_connection(path: Path) -> dict[str, str]:
-    with other_connection(path) as db:
+def states_seen_by_another_connection(ledger_path: Path) -> dict[str, str]:
+    with other_connection(ledger_path) as db:
         return dict(db.execute("SELECT key, state FROM entries"))
 
 
 @contextmanager
-def run_in_another_process(path: Path, *keys: str) -> Iterator[subprocess.Popen[str]]:
-    """A process holding the ledger at `path`; killed with SIGKILL when the block ends."""
-    args = [sys.executable, "-c", CHILD, str(path), *keys]
+def run_in_another_process(ledger_path: Path, *keys: str) -> Iterator[subprocess.Popen[str]]:
+    """A process holding the ledger at `ledger_path`; killed with SIGKILL when the block ends."""
+    args = [sys.executable, "-c", CHILD, str(ledger_path), *keys]
     with subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
@@ -139,46 +128,50 @@ def test_canonical_json_is_the_sorted_compact_body() -> None:
 # -- the file -----------------------------------------------------------------------------
 
 
-def test_ledger_its_wal_and_its_lock_are_owner_only(ledger: Ledger, path: Path) -> None:
+def test_ledger_its_wal_and_its_lock_are_owner_only(ledger: Ledger, ledger_path: Path) -> None:
     ledger.mark_sending([entry(1)])
-    for file in (path, path.with_name(path.name + "-wal"), lock_path(path)):
+    for file in (
+        ledger_path,
+        ledger_path.with_name(ledger_path.name + "-wal"),
+        lock_path(ledger_path),
+    ):
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
 
 
-def test_missing_parent_directory_is_created_owner_only(ledger: Ledger, path: Path) -> None:
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+def test_missing_parent_directory_is_created_owner_only(ledger: Ledger, ledger_path: Path) -> None:
+    assert stat.S_IMODE(ledger_path.parent.stat().st_mode) == 0o700
 
 
-def test_ledger_is_in_wal_mode_with_a_schema_version(ledger: Ledger, path: Path) -> None:
-    with other_connection(path) as db:
+def test_ledger_is_in_wal_mode_with_a_schema_version(ledger: Ledger, ledger_path: Path) -> None:
+    with other_connection(ledger_path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
-def test_ledger_from_a_newer_version_is_refused(path: Path) -> None:
-    Ledger.open(path).close()
-    with closing(sqlite3.connect(path)) as db:
+def test_ledger_from_a_newer_version_is_refused(ledger_path: Path) -> None:
+    Ledger.open(ledger_path).close()
+    with closing(sqlite3.connect(ledger_path)) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     for _ in range(2):  # the second time shows the lock was released, not left busy
         with pytest.raises(ConfigError, match="newer givebutter-import"):
-            Ledger.open(path)
+            Ledger.open(ledger_path)
 
 
-def test_a_file_that_is_not_a_ledger_is_refused_and_the_lock_released(path: Path) -> None:
-    path.parent.mkdir()
-    path.write_text("row,contact\n" * 200)
+def test_a_file_that_is_not_a_ledger_is_refused_and_the_lock_released(ledger_path: Path) -> None:
+    ledger_path.parent.mkdir()
+    ledger_path.write_text("row,contact\n" * 200)
     with pytest.raises(ConfigError, match="not a usable givebutter-import ledger"):
-        Ledger.open(path)
-    path.unlink()
-    Ledger.open(path).close()
+        Ledger.open(ledger_path)
+    ledger_path.unlink()
+    Ledger.open(ledger_path).close()
 
 
 # -- entries ------------------------------------------------------------------------------
 
 
-def test_mark_sending_is_committed_before_it_returns(ledger: Ledger, path: Path) -> None:
+def test_mark_sending_is_committed_before_it_returns(ledger: Ledger, ledger_path: Path) -> None:
     ledger.mark_sending([entry(1), entry(2)])
-    assert states_seen_by_another_connection(path) == {
+    assert states_seen_by_another_connection(ledger_path) == {
         entry(1).key: "sending",
         entry(2).key: "sending",
     }
@@ -201,15 +194,15 @@ def test_created_entry_is_found_by_lookup(ledger: Ledger) -> None:
 
 
 def test_results_are_invisible_to_another_connection_until_commit(
-    ledger: Ledger, path: Path
+    ledger: Ledger, ledger_path: Path
 ) -> None:
     ledger.mark_sending([entry(1), entry(2)])
     ledger.record_created(entry(1).key, "act-1", attempts=1)
     ledger.record_failed(entry(2).key, "422: subject is too long", attempts=1, http_status=422)
     assert ledger.pending_results == 2
-    assert set(states_seen_by_another_connection(path).values()) == {"sending"}
+    assert set(states_seen_by_another_connection(ledger_path).values()) == {"sending"}
     ledger.commit()
-    assert states_seen_by_another_connection(path) == {
+    assert states_seen_by_another_connection(ledger_path) == {
         entry(1).key: "created",
         entry(2).key: "failed",
     }
@@ -235,13 +228,13 @@ def test_failed_entry_keeps_its_reason_and_may_be_sent_again(ledger: Ledger) -> 
     assert (again.state, again.error, again.http_status) == ("sending", "", None)
 
 
-def test_created_entry_cannot_be_marked_sending_again(ledger: Ledger, path: Path) -> None:
+def test_created_entry_cannot_be_marked_sending_again(ledger: Ledger, ledger_path: Path) -> None:
     ledger.mark_sending([entry(1)])
     ledger.record_created(entry(1).key, "act-1", attempts=1)
     ledger.commit()
     with pytest.raises(ValueError, match="already created"):
         ledger.mark_sending([entry(2), entry(1)])
-    assert states_seen_by_another_connection(path) == {entry(1).key: "created"}
+    assert states_seen_by_another_connection(ledger_path) == {entry(1).key: "created"}
 
 
 def test_commit_refuses_results_for_keys_never_marked_sending(ledger: Ledger) -> None:
@@ -262,11 +255,11 @@ def test_lookup_takes_more_keys_than_one_query_can(ledger: Ledger) -> None:
     assert len(ledger.lookup(asked)) == 1200
 
 
-def test_close_commits_buffered_results(path: Path) -> None:
-    with Ledger.open(path) as ledger:
+def test_close_commits_buffered_results(ledger_path: Path) -> None:
+    with Ledger.open(ledger_path) as ledger:
         ledger.mark_sending([entry(1)])
         ledger.record_created(entry(1).key, "act-1", attempts=1)
-    assert states_seen_by_another_connection(path) == {entry(1).key: "created"}
+    assert states_seen_by_another_connection(ledger_path) == {entry(1).key: "created"}
 
 
 def test_created_entries_lists_every_page_even_while_forgetting(ledger: Ledger) -> None:
@@ -293,7 +286,7 @@ def test_stats_count_each_state(ledger: Ledger) -> None:
     assert ledger.stats() == {"sending": 1, "created": 1, "failed": 1}
 
 
-def test_ten_thousand_results_are_written_in_one_commit(ledger: Ledger, path: Path) -> None:
+def test_ten_thousand_results_are_written_in_one_commit(ledger: Ledger, ledger_path: Path) -> None:
     entries = [entry(n) for n in range(10_000)]
     ledger.mark_sending(entries)
     for new in entries:
@@ -305,57 +298,61 @@ def test_ten_thousand_results_are_written_in_one_commit(ledger: Ledger, path: Pa
 # -- one run at a time --------------------------------------------------------------------
 
 
-def test_second_open_raises_ledger_busy_naming_the_pid(ledger: Ledger, path: Path) -> None:
+def test_second_open_raises_ledger_busy_naming_the_pid(ledger: Ledger, ledger_path: Path) -> None:
     with pytest.raises(LedgerBusy) as busy:
-        Ledger.open(path)
+        Ledger.open(ledger_path)
     message = str(busy.value)
-    assert f"ledger {path} (pid {os.getpid()}, started at " in message
+    assert f"ledger {ledger_path} (pid {os.getpid()}, started at " in message
     assert message.endswith("wait for it or use another ledger")
     assert busy.value.setting == "ledger_path"  # the CLI names its option for it
     assert isinstance(busy.value, ConfigError)
 
 
-def test_lock_is_released_on_close(path: Path) -> None:
-    Ledger.open(path).close()
-    Ledger.open(path).close()
+def test_lock_is_released_on_close(ledger_path: Path) -> None:
+    Ledger.open(ledger_path).close()
+    Ledger.open(ledger_path).close()
 
 
-def test_lock_of_a_process_killed_with_sigkill_is_released(path: Path) -> None:
-    with run_in_another_process(path) as holder:
+def test_lock_of_a_process_killed_with_sigkill_is_released(ledger_path: Path) -> None:
+    with run_in_another_process(ledger_path) as holder:
         with pytest.raises(LedgerBusy, match=f"pid {holder.pid}, started at"):
-            Ledger.open(path)
+            Ledger.open(ledger_path)
         holder.kill()
         holder.wait()
-    Ledger.open(path).close()
+    Ledger.open(ledger_path).close()
 
 
-def test_wait_blocks_until_the_holder_is_gone(path: Path) -> None:
-    with run_in_another_process(path) as holder:
+def test_wait_blocks_until_the_holder_is_gone(ledger_path: Path) -> None:
+    with run_in_another_process(ledger_path) as holder:
         killer = threading.Timer(0.2, holder.kill)
         killer.start()
-        Ledger.open(path, wait=True).close()
+        Ledger.open(ledger_path, wait=True).close()
         killer.join()
         assert holder.wait() == -9
 
 
-def test_crash_between_mark_sending_and_commit_leaves_the_entry_ambiguous(path: Path) -> None:
+def test_crash_between_mark_sending_and_commit_leaves_the_entry_ambiguous(
+    ledger_path: Path,
+) -> None:
     key = entry(1).key
-    with run_in_another_process(path, key) as holder:
+    with run_in_another_process(ledger_path, key) as holder:
         holder.kill()
         holder.wait()
-    with Ledger.open(path) as ledger:
+    with Ledger.open(ledger_path) as ledger:
         [left] = ledger.ambiguous()
         assert (left.key, left.state, left.activity_id) == (key, "sending", None)
         assert (left.contact_id, left.row, left.input_name) == (42, 7, "calls.csv")
 
 
-def test_a_ledger_of_the_first_schema_is_migrated_in_place_keeping_its_entries(path: Path) -> None:
+def test_a_ledger_of_the_first_schema_is_migrated_in_place_keeping_its_entries(
+    ledger_path: Path,
+) -> None:
     """Yesterday's ledger (schema 1: content entries only) gains the source-key records
     table when opened, and what it knew is still known."""
     from importer.ledger import _MIGRATIONS
 
-    path.parent.mkdir(mode=0o700)
-    with closing(sqlite3.connect(path)) as db:
+    ledger_path.parent.mkdir(mode=0o700)
+    with closing(sqlite3.connect(ledger_path)) as db:
         for statement in _MIGRATIONS[0]:
             db.execute(statement)
         db.execute(
@@ -365,9 +362,9 @@ def test_a_ledger_of_the_first_schema_is_migrated_in_place_keeping_its_entries(p
         )
         db.execute("PRAGMA user_version = 1")
         db.commit()
-    with Ledger.open(path) as ledger:
+    with Ledger.open(ledger_path) as ledger:
         assert ledger.lookup(["k1"])["k1"].activity_id == "77"
         tables = {row[0] for row in ledger.connection.execute("SELECT name FROM sqlite_master")}
         assert "records" in tables
-    with other_connection(path) as db:
+    with other_connection(ledger_path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)

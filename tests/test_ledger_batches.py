@@ -1,7 +1,6 @@
 """The ledger's batched writes: many rows to a statement, either SQLite, any one thread."""
 
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -14,12 +13,6 @@ BASE = "https://api.givebutter.com/v1"
 
 def entries(count: int, prefix: str = "k") -> list[NewEntry]:
     return [NewEntry(f"{prefix}{n:05}", 1000 + n, n + 2, "in.csv", "{}") for n in range(count)]
-
-
-@pytest.fixture
-def ledger(tmp_path: Path):
-    with Ledger.open(tmp_path / "ledger.sqlite") as opened:
-        yield opened
 
 
 def test_a_batch_longer_than_one_statement_is_marked_whole(ledger: Ledger) -> None:

@@ -4,7 +4,6 @@ instant, claimed ids, and settling a row by hand."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,17 +16,6 @@ from importer.ledger_file import MIGRATIONS
 from tests.test_ledger import entry, run_in_another_process
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "ledger.sqlite"
-
-
-@pytest.fixture
-def ledger(path: Path) -> Iterator[Ledger]:
-    with Ledger.open(path) as opened:
-        yield opened
-
-
 def one_line(error: BaseException) -> str:
     text = str(error)
     assert "\n" not in text and "Traceback" not in text
@@ -37,111 +25,111 @@ def one_line(error: BaseException) -> str:
 # -- the lock follows the real file --------------------------------------------------------
 
 
-def test_a_symlink_to_a_ledger_in_use_is_busy_too(path: Path, tmp_path: Path) -> None:
+def test_a_symlink_to_a_ledger_in_use_is_busy_too(ledger_path: Path, tmp_path: Path) -> None:
     link = tmp_path / "elsewhere" / "link.sqlite"
     link.parent.mkdir()
-    with run_in_another_process(path) as holder:
-        link.symlink_to(path)
+    with run_in_another_process(ledger_path) as holder:
+        link.symlink_to(ledger_path)
         with pytest.raises(LedgerBusy) as busy:
             Ledger.open(link)
         message = one_line(busy.value)
-        assert f"pid {holder.pid}" in message and f"(that is, {path})" in message
+        assert f"pid {holder.pid}" in message and f"(that is, {ledger_path})" in message
 
 
-def test_a_symlinked_folder_shares_the_lock_too(path: Path, tmp_path: Path) -> None:
-    with Ledger.open(path):
+def test_a_symlinked_folder_shares_the_lock_too(ledger_path: Path, tmp_path: Path) -> None:
+    with Ledger.open(ledger_path):
         alias = tmp_path / "alias"
-        alias.symlink_to(path.parent, target_is_directory=True)
+        alias.symlink_to(ledger_path.parent, target_is_directory=True)
         with pytest.raises(LedgerBusy):
-            Ledger.open(alias / ".." / "alias" / path.name)
+            Ledger.open(alias / ".." / "alias" / ledger_path.name)
 
 
 # -- a file that is not a ledger -------------------------------------------------------------
 
 
-def test_an_empty_file_is_refused_with_one_line(path: Path) -> None:
-    with Ledger.open(path) as ledger:
+def test_an_empty_file_is_refused_with_one_line(ledger_path: Path) -> None:
+    with Ledger.open(ledger_path) as ledger:
         ledger.mark_sending([entry(1)])
-    path.write_bytes(b"")  # truncated to 0 bytes
+    ledger_path.write_bytes(b"")  # truncated to 0 bytes
     for name in ("ledger.sqlite-wal", "ledger.sqlite-shm"):
-        (path.parent / name).unlink(missing_ok=True)
+        (ledger_path.parent / name).unlink(missing_ok=True)
     with pytest.raises(ConfigError) as refused:
-        Ledger.open(path)
+        Ledger.open(ledger_path)
     message = one_line(refused.value)
     assert "is empty (0 bytes): every row would be sent again" in message
     assert refused.value.setting == "new_ledger"  # the CLI names its option for it
-    assert path.read_bytes() == b""  # left as it was
+    assert ledger_path.read_bytes() == b""  # left as it was
 
 
-def test_new_ledger_takes_an_empty_file_as_a_new_ledger(path: Path) -> None:
-    path.parent.mkdir()
-    path.write_bytes(b"")
-    with Ledger.open(path, new_ledger=True) as ledger:
+def test_new_ledger_takes_an_empty_file_as_a_new_ledger(ledger_path: Path) -> None:
+    ledger_path.parent.mkdir()
+    ledger_path.write_bytes(b"")
+    with Ledger.open(ledger_path, new_ledger=True) as ledger:
         assert ledger.is_empty()
-    with Ledger.open(path) as ledger:  # a ledger now: no flag needed
+    with Ledger.open(ledger_path) as ledger:  # a ledger now: no flag needed
         assert ledger.is_empty()
 
 
 def test_an_sqlite_database_of_something_else_is_refused_even_with_new_ledger(
-    path: Path,
+    ledger_path: Path,
 ) -> None:
-    path.parent.mkdir()
-    with closing(sqlite3.connect(path)) as db:
+    ledger_path.parent.mkdir()
+    with closing(sqlite3.connect(ledger_path)) as db:
         db.execute("CREATE TABLE contacts (id INTEGER)")
         db.commit()
     for new_ledger in (False, True):
         with pytest.raises(ConfigError, match="an SQLite database of something else"):
-            Ledger.open(path, new_ledger=new_ledger)
-    with closing(sqlite3.connect(path)) as db:  # untouched
+            Ledger.open(ledger_path, new_ledger=new_ledger)
+    with closing(sqlite3.connect(ledger_path)) as db:  # untouched
         assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("contacts",)]
 
 
-def test_a_new_ledger_is_never_seen_half_made(path: Path) -> None:
-    with Ledger.open(path):
+def test_a_new_ledger_is_never_seen_half_made(ledger_path: Path) -> None:
+    with Ledger.open(ledger_path):
         pass
-    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".new")]
+    leftovers = [p.name for p in ledger_path.parent.iterdir() if p.name.endswith(".new")]
     assert leftovers == []
 
 
-def test_a_ledger_path_that_is_a_folder_is_one_line(path: Path) -> None:
-    path.mkdir(parents=True)
+def test_a_ledger_path_that_is_a_folder_is_one_line(ledger_path: Path) -> None:
+    ledger_path.mkdir(parents=True)
     with pytest.raises(ConfigError) as refused:
-        Ledger.open(path)
-    assert one_line(refused.value) == f"the ledger path {path} is a folder; give a file"
+        Ledger.open(ledger_path)
+    assert one_line(refused.value) == f"the ledger path {ledger_path} is a folder; give a file"
 
 
 # -- a damaged ledger, a full disk ---------------------------------------------------------
 
 
-def damage(path: Path) -> None:
+def damage(ledger_path: Path) -> None:
     """Overwrite the second page (the entries table's first page) with noise."""
-    with closing(sqlite3.connect(path)) as db:
+    with closing(sqlite3.connect(ledger_path)) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         (page_size,) = db.execute("PRAGMA page_size").fetchone()
-    with open(path, "r+b") as f:
+    with open(ledger_path, "r+b") as f:
         f.seek(page_size)
         f.write(b"\xa5" * page_size)
 
 
-def test_a_damaged_page_is_one_line_naming_the_file(path: Path) -> None:
-    with Ledger.open(path) as ledger:
+def test_a_damaged_page_is_one_line_naming_the_file(ledger_path: Path) -> None:
+    with Ledger.open(ledger_path) as ledger:
         ledger.mark_sending([entry(n) for n in range(200)])
-    damage(path)
-    with pytest.raises(LedgerError) as damaged, Ledger.open(path) as ledger:
+    damage(ledger_path)
+    with pytest.raises(LedgerError) as damaged, Ledger.open(ledger_path) as ledger:
         ledger.lookup([entry(1).key])
         ledger.stats()
     message = one_line(damaged.value)
-    assert message.startswith(f"the ledger {path} is damaged (")
+    assert message.startswith(f"the ledger {ledger_path} is damaged (")
     assert "restore it from a backup" in message
 
 
-def test_a_full_disk_is_one_line_naming_the_file(ledger: Ledger, path: Path) -> None:
+def test_a_full_disk_is_one_line_naming_the_file(ledger: Ledger, ledger_path: Path) -> None:
     # SQLite's own limit on the file's pages answers exactly as a full disk does (SQLITE_FULL).
     (pages,) = ledger._db.execute("PRAGMA page_count").fetchone()
     ledger._db.execute(f"PRAGMA max_page_count = {pages + 1}")
     with pytest.raises(LedgerError) as full:
         ledger.mark_sending([entry(n) for n in range(2000)])
-    expected = f"the disk holding the ledger {path} is full; free some space and run again"
+    expected = f"the disk holding the ledger {ledger_path} is full; free some space and run again"
     assert one_line(full.value) == expected
     assert ledger.stats()[EntryState.SENDING] == 0  # the batch was rolled back whole
 
@@ -168,9 +156,9 @@ def test_a_failed_entry_marked_again_gets_a_new_mark(ledger: Ledger) -> None:
     assert marked is not None and marked.year > 2020
 
 
-def test_a_version_1_ledger_gets_the_mark_from_updated_at(path: Path) -> None:
-    path.parent.mkdir()
-    with closing(sqlite3.connect(path)) as db:
+def test_a_version_1_ledger_gets_the_mark_from_updated_at(ledger_path: Path) -> None:
+    ledger_path.parent.mkdir()
+    with closing(sqlite3.connect(ledger_path)) as db:
         for statement in MIGRATIONS[0]:
             db.execute(statement)
         db.execute(
@@ -180,7 +168,7 @@ def test_a_version_1_ledger_gets_the_mark_from_updated_at(path: Path) -> None:
         )
         db.execute("PRAGMA user_version = 1")
         db.commit()
-    with Ledger.open(path) as ledger:
+    with Ledger.open(ledger_path) as ledger:
         [left] = ledger.ambiguous()
         assert left.marked_instant == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

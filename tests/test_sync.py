@@ -5,9 +5,6 @@ real ledger."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-
-import pytest
 
 from importer.delivery import DeliverySettings, RowFeed, deliver
 from importer.feed import FailureLimit
@@ -60,12 +57,6 @@ async def sync(
     reported = Reported()
     await deliver(RowFeed([rows]), sender, ledger, settings, reported)
     return reported
-
-
-@pytest.fixture
-def ledger(tmp_path: Path):
-    with Ledger.open(tmp_path / "ledger.sqlite") as opened:
-        yield opened
 
 
 def notes_on(sender: ScriptedSender) -> list[tuple[int, str]]:

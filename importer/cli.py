@@ -226,7 +226,7 @@ def _run_checked(args: argparse.Namespace, rows: RowSelection) -> int:
                 new_ledger=args.new_ledger,
                 mark_created=dict(args.mark_created),
                 mark_absent=frozenset(args.mark_absent),
-                on_start=progress.start,
+                on_start=lambda table: progress.start(table, rows.at_most(table.rows_hint)),
                 on_progress=progress.advance,
                 on_notice=progress.notice,
             )

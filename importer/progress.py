@@ -45,13 +45,14 @@ class Progress:
         self.done = 0
         self.started = self.next_line = 0.0
 
-    def start(self, table: SourceTable) -> None:
-        self.total, self.done = table.rows_hint, 0
+    def start(self, table: SourceTable, total: int | None = None) -> None:
+        """A run of `table` begins: `total` rows (default the table's estimate of its own)."""
+        self.total, self.done = table.rows_hint if total is None else total, 0
         self.started = self.clock()
         self.next_line = self.started + self.interval
         if self.enabled:
             self.bar = tqdm(
-                total=table.rows_hint,
+                total=self.total,
                 unit="row",
                 delay=2.0,
                 file=sys.stderr,

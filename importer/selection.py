@@ -68,6 +68,14 @@ class RowSelection:
             return None
         return self.ranges[-1][1] if self.ranges else 0
 
+    def at_most(self, rows: int | None) -> int | None:
+        """How many rows the selection takes of a table of `rows` data rows (None: not
+        known, and no bound from the selection either)."""
+        bounds = [bound for bound in (rows, self.limit) if bound is not None]
+        if self.ranges is not None:
+            bounds.append(sum(last - first + 1 for first, last in self.ranges))
+        return min(bounds) if bounds else None
+
     def chunk_rows(self, chunk_rows: int, header_row: int) -> int:
         """`chunk_rows`, or fewer when the selection can never take that many: no chunk needs
         more records than `limit`, nor than there are rows from the header to `last_row`."""

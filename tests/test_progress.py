@@ -80,3 +80,21 @@ def test_a_run_whose_stderr_is_not_a_terminal_says_how_far_it_is(tmp_path, capsy
     assert code == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress:")]
     assert lines and lines[-1].startswith("progress: 300 ")
+
+
+def test_a_trial_run_counts_toward_its_limit_not_the_whole_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(progress_module, "PROGRESS_INTERVAL", 0.0)
+    argv = ["run", str(SAMPLES / "donor-crm-activities.csv")]
+    argv += ["-m", str(MAPPINGS / "donor-crm-activities.yaml"), "--dry-run", "--limit", "40"]
+    main([*argv, "--results", str(tmp_path / "r.csv")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress:")]
+    assert lines and all(" of about 40 rows" in line for line in lines), lines
+
+
+def test_a_selection_takes_at_most_its_limit_and_its_ranges():
+    from importer.selection import RowSelection
+
+    assert RowSelection().at_most(None) is None and RowSelection().at_most(300) == 300
+    assert RowSelection(limit=40).at_most(300) == 40 and RowSelection(limit=40).at_most(None) == 40
+    assert RowSelection(ranges=((5, 9), (20, 29))).at_most(300) == 15
+    assert RowSelection(ranges=((5, 9),), limit=3).at_most(2) == 2

@@ -105,11 +105,13 @@ async def run_import_async(options: RunOptions) -> Summary:
     """`run_import` for async code: the file work runs on a thread, so the caller's event
     loop is never blocked for long."""
     summary = Summary(dry_run=options.dry_run, results_path=str(options.results_path))
+    writer: ResultsWriter | None = None
     try:
         table = _open_checked(options)
         if not options.dry_run or options.resolve:
             _check_send_settings(options)
-        with ResultsWriter(options.results_path, overwrite=options.overwrite_results) as writer:
+        writer = ResultsWriter(options.results_path, overwrite=options.overwrite_results)
+        with writer:
             if options.on_start is not None:
                 options.on_start(table)
             report = Reporter(writer, summary, options.on_progress)
@@ -119,6 +121,10 @@ async def run_import_async(options: RunOptions) -> Summary:
                 writer.flush()
     except ImporterError as error:
         summary.error = str(error)
+        if writer is not None and writer.rows_written == 0:
+            # It could not start (the key refused, a ledger in use, a guard): a results
+            # file of a header alone would read as an empty input.
+            options.results_path.unlink(missing_ok=True)
         raise
     except asyncio.CancelledError:
         summary.interrupted = True

@@ -147,6 +147,7 @@ def test_a_wrong_key_stops_the_run_at_once_with_exit_two(tmp_path, capsys, monke
         assert sandbox.store.count_activities() == 0
     err = capsys.readouterr().err
     assert code == 2 and "not-the-key" not in err and "refused the key" in err
+    assert not (tmp_path / "r.csv").exists()
 
 
 @pytest.mark.parametrize("flag", ["--concurrency", "--max-attempts"])

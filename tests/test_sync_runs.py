@@ -124,10 +124,12 @@ def test_a_half_empty_export_does_not_wipe_history(sandbox, tmp_path, capsys):
     run_cli(sandbox, tmp_path, write(tmp_path / "d1.csv", first), MAPPING, results="r1.csv")
     half = dict(list(first.items())[:50])
     posts = sandbox.stats.count()
-    code = run_cli(sandbox, tmp_path, write(tmp_path / "d2.csv", half), MAPPING, "--delete-missing")
+    day2 = write(tmp_path / "d2.csv", half)
+    code = run_cli(sandbox, tmp_path, day2, MAPPING, "--delete-missing", results="refused.csv")
     assert code == 2
     err = capsys.readouterr().err
     assert "50 of the source's 100 known keys are not in the input" in err
+    assert not (tmp_path / "refused.csv").exists()  # not a header alone: it never started
     assert sandbox.stats.count() == posts + 1  # the key check, nothing more
     assert sandbox.store.count_activities() == 100
     code = run_cli(

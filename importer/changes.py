@@ -2,10 +2,14 @@
 
 - update: `PUT /v1/contacts/{contact}/activities/{activity}` with the same body as a POST.
   The API reference documents the endpoint but not its body; we assume the POST's body (all
-  of the row's fields). A PUT is idempotent, so a try whose effect is unknown is simply made
-  again. A 404 means someone deleted the activity in Givebutter (`gone`); a 405, 501 or 422
-  means the API does not take updates in this form (`unsupported`): neither is retried.
-- delete: `DELETE …/{activity}`; a 404 counts as deleted (it is gone either way).
+  of the row's fields). After a try whose effect is unknown (a timeout, a 5xx), a
+  `GET …/{activity}` is asked first: if it shows every field sent, the update landed and is
+  not made again; if it cannot tell (the reference promises no `subject` or `note` in the
+  answer), the PUT is made again, which is safe: a PUT is idempotent. A 404 means someone
+  deleted the activity in Givebutter (`gone`); a 405, 501 or 422 means the API does not
+  take updates in this form (`unsupported`): neither is retried.
+- delete: `DELETE …/{activity}`; a 404 counts as deleted (it is gone either way). After a
+  try whose effect is unknown, a GET is asked first: a 404 there means it landed.
 - move: the old activity is deleted first, then the new one created (or, if it was found
   on the server already, only the deletion is made). Deleting first means a run stopped
   between the two leaves no duplicate: the next run, seeing the move still pending, deletes
@@ -14,8 +18,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from importer.answers import ApiResponse, failure_reason
 from importer.records import Change, SendResult, Status
+from importer.recover import shows
 from importer.send import RequestFailed, Sender, SendJob
 from importer.sync import GONE
 
@@ -42,8 +49,12 @@ async def perform_change(sender: Sender, job: SendJob) -> SendResult:
 async def _update(sender: Sender, job: SendJob) -> SendResult:
     path = f"/contacts/{int(job.contact_id)}/activities/{job.activity_id}"
     body = job.body if job.body is not None else job.payload.to_body()
+
+    def landed(shown: ApiResponse) -> bool:
+        return isinstance(shown.json_body, dict) and shows(shown.json_body, job.payload)
+
     try:
-        answer = await sender.request("PUT", path, json=body)
+        answer = await sender.request("PUT", path, json=body, recheck=_look(sender, path, landed))
     except RequestFailed as failure:
         return _no_answer(failure)
     if answer.ok:
@@ -76,12 +87,31 @@ async def _delete(sender: Sender, job: SendJob, done: Status) -> SendResult:
     contact = job.old_contact_id if job.old_contact_id is not None else job.contact_id
     path = f"/contacts/{int(contact)}/activities/{job.activity_id}"
     try:
-        answer = await sender.request("DELETE", path)
+        answer = await sender.request("DELETE", path, recheck=_look(sender, path, None))
     except RequestFailed as failure:
         return _no_answer(failure)
     if answer.ok or answer.status == 404:  # gone either way
         return SendResult(done, http_status=answer.status, attempts=answer.attempts)
     return _refused(answer)
+
+
+def _look(
+    sender: Sender, path: str, landed: Callable[[ApiResponse], bool] | None
+) -> Callable[[], Awaitable[ApiResponse | None]]:
+    """A check before a change is tried again: `GET path`. A 404 stands for the change's
+    answer (the activity is gone: a deletion landed, an update finds it `gone`); so does a
+    2xx that `landed` accepts. Anything else, a failed look included, tries again."""
+
+    async def look() -> ApiResponse | None:
+        try:
+            shown = await sender.request("GET", path)
+        except RequestFailed:
+            return None
+        if shown.status == 404 or (shown.ok and landed is not None and landed(shown)):
+            return shown
+        return None
+
+    return look
 
 
 def _no_answer(failure: RequestFailed) -> SendResult:

@@ -35,7 +35,7 @@ would fit the same activity (`Claims.in_doubt`, `Claims.in_flight`) make the ans
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -181,10 +181,30 @@ async def _activities(get_json: GetJson, sought: Sought) -> AsyncIterator[dict[s
     raise LookupFailed(f"more than {MAX_PAGES} pages")
 
 
-def _echoed(activity: dict[str, Any]) -> dict[str, Any]:
-    """`subject` and `note` as far as the answer carries them (the reference promises
-    neither): top-level keys first, else keys of `data` when it is a JSON object."""
-    found: dict[str, Any] = {n: activity[n] for n in ("subject", "note") if n in activity}
+def shows(activity: dict[str, Any], payload: ActivityPayload) -> bool:
+    """Whether `activity` (an answer to `GET …/activities/{id}`) shows every field of
+    `payload`, so that a change to it whose answer was lost is known to have landed. Only
+    what the answer carries can tell: a field it does not show (the reference promises no
+    `subject`, `note` or `timezone`) means it cannot be told, and False."""
+    body = payload.to_body()
+    if activity.get("type") != body["type"]:
+        return False
+    if payload.occurred_at is not None:
+        occurred = _instant(activity.get("occurred_at"))
+        if occurred is None or _seconds(occurred) != _seconds(payload.occurred_at):
+            return False
+    texts = [name for name in body if name not in ("type", "occurred_at")]
+    echoed = _echoed(activity, texts)
+    return all(
+        name in echoed and isinstance(echoed[name], str) and _same(echoed[name], body[name])
+        for name in texts
+    )
+
+
+def _echoed(activity: dict[str, Any], names: Sequence[str] = ("subject", "note")) -> dict[str, Any]:
+    """The fields `names` as far as the answer carries them (the reference promises none
+    of them): top-level keys first, else keys of `data` when it is a JSON object."""
+    found: dict[str, Any] = {n: activity[n] for n in names if n in activity}
     data = activity.get("data")
     if isinstance(data, str) and data.lstrip().startswith("{"):
         try:
@@ -192,7 +212,7 @@ def _echoed(activity: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             inner = None
         if isinstance(inner, dict):
-            for name in ("subject", "note"):
+            for name in names:
                 if name in inner and name not in found:
                     found[name] = inner[name]
     return found

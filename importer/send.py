@@ -243,12 +243,15 @@ class Sender:
         *,
         json: Any = None,
         params: Mapping[str, str] | None = None,
+        recheck: Callable[[], Awaitable[ApiResponse | None]] | None = None,
     ) -> ApiResponse:
         """Send `method` to base URL + `path` (which starts with `/`), with retries.
 
         Gives the final answer, whatever its status (a 4xx, or a retryable status once the
-        tries are used up). Raises `AuthError` on a 401, `RequestFailed` if none came."""
-        return await self._request(method, path, json, params, _Exchange())
+        tries are used up). Raises `AuthError` on a 401, `RequestFailed` if none came.
+        `recheck`, if given, is asked before trying again after a try whose effect is
+        unknown: an answer from it stands for the request's (it did land), None tries again."""
+        return await self._request(method, path, json, params, _Exchange(), recheck=recheck)
 
     async def create_activity(
         self, contact_id: int, payload: ActivityPayload, *, marked_at: datetime | None = None
@@ -443,6 +446,7 @@ class Sender:
             if recheck is not None and exchange.ambiguous and exchange.attempts:
                 found = await recheck()
                 if found is not None:
+                    found.attempts = exchange.attempts
                     return found
             exchange.sent_at = await self._limiter.acquire()
             exchange.attempts += 1

@@ -667,3 +667,61 @@ async def test_the_default_limiter_uses_the_settings_rate_and_tells_on_notice(se
     sender.limiter.slow_down()
     assert sender.limiter.rate == 1.5
     assert told and told[0].startswith("slowing to 90/min")
+
+
+# -- a change whose answer was lost is looked at before it is made again -------------------
+
+ACTIVITY_7 = f"{BASE}/contacts/42/activities/7"
+
+
+def change_job(change):
+    from importer.records import Change
+
+    return SendJob(2, 42, PAYLOAD, change=getattr(Change, change), activity_id="7")
+
+
+async def perform(sender, change):
+    from importer.changes import perform_change
+
+    return await perform_change(sender, change_job(change))
+
+
+async def test_a_put_whose_answer_was_lost_is_not_made_again_once_a_get_shows_it(api, make_sender):
+    api.put(ACTIVITY_7, status=500, payload={"message": "Server Error"})
+    shown = {"id": "7", "type": "note", "subject": "Called about the gala"}
+    api.get(ACTIVITY_7, payload=shown)
+    result = await perform(make_sender(), "UPDATE")
+    assert (result.status, result.activity_id, result.attempts) == (Status.UPDATED, "7", 1)
+    assert len(calls(api, "PUT", ACTIVITY_7)) == 1 and len(calls(api, "GET", ACTIVITY_7)) == 1
+
+
+async def test_a_put_is_made_again_when_the_get_cannot_tell(api, make_sender):
+    api.put(ACTIVITY_7, status=500, payload={"message": "Server Error"})
+    api.get(ACTIVITY_7, payload={"id": "7", "type": "note", "data": "{}"})  # as documented
+    api.put(ACTIVITY_7, status=200, payload={"id": "7", "type": "note"})
+    result = await perform(make_sender(), "UPDATE")
+    assert (result.status, result.attempts) == (Status.UPDATED, 2)
+    assert len(calls(api, "PUT", ACTIVITY_7)) == 2
+
+
+async def test_a_put_that_finds_the_activity_gone_says_so(api, make_sender):
+    api.put(ACTIVITY_7, exception=aiohttp.ServerDisconnectedError())
+    api.get(ACTIVITY_7, status=404, payload={"message": "Activity not found."})
+    result = await perform(make_sender(), "UPDATE")
+    assert result.status is Status.FAILED and result.gone and "was deleted" in result.error
+    assert len(calls(api, "PUT", ACTIVITY_7)) == 1
+
+
+@pytest.mark.parametrize(("still_there", "deletes"), [(False, 1), (True, 2)])
+async def test_a_delete_whose_answer_was_lost_is_made_again_only_if_a_get_still_finds_it(
+    api, make_sender, still_there, deletes
+):
+    api.delete(ACTIVITY_7, status=502, payload={"message": "Bad Gateway"})
+    if still_there:
+        api.get(ACTIVITY_7, payload={"id": "7", "type": "note"})
+        api.delete(ACTIVITY_7, status=204)
+    else:
+        api.get(ACTIVITY_7, status=404, payload={"message": "Activity not found."})
+    result = await perform(make_sender(), "DELETE")
+    assert result.status is Status.DELETED and result.attempts == deletes
+    assert len(calls(api, "DELETE", ACTIVITY_7)) == deletes

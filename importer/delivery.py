@@ -234,7 +234,10 @@ class _Delivery:
     async def produce(self, feed: RowFeed, sender: ActivitySender) -> None:
         """Decide every row of the input; admit the valid ones and hand them on in batches."""
         look_up = self.ledger is not None and not await self._in_thread(self.ledger.is_empty)
-        while await self._caught_up() and (rows := await feed.next_chunk()) is not None:
+        while True:
+            await self._catch_up()
+            if (rows := await feed.next_chunk()) is None:
+                break
             await self.keyed.settle(rows, self._to_send)
             await feed.resolve([outcome for _, outcome in rows])
             while feed.pending:
@@ -307,9 +310,9 @@ class _Delivery:
             await asyncio.gather(*looks, return_exceptions=True)
         return admitted
 
-    async def _caught_up(self) -> bool:
-        """Once fewer than HELD_AT_MOST outcomes wait for earlier rows' (True): the rows they
-        wait for are handed to the workers, and results committed as soon as they come."""
+    async def _catch_up(self) -> None:
+        """Return once fewer than HELD_AT_MOST outcomes wait for earlier rows': meanwhile the
+        rows they wait for are handed to the workers, and results committed as they come."""
         self._catching_up = True
         try:
             while self.ordered.held >= HELD_AT_MOST:
@@ -319,7 +322,6 @@ class _Delivery:
                 await self.ordered.moved()
         finally:
             self._catching_up = False
-        return True
 
     async def _add_to_batch(self, row: ToSend) -> None:
         self.batch.append(row)
@@ -338,20 +340,19 @@ class _Delivery:
 
     def _to_send(self, seq: int, outcome: Outcome) -> ToSend:
         assert outcome.payload is not None
-        body = outcome.made_body()
-        body_json = canonical_body_json(body)
+        body_json = canonical_body_json(outcome.made_body())
         if outcome.key:  # a record: known by its source key, its content is a version
             version = content_hash(outcome.contact, body_json)
-            return ToSend(seq, outcome, outcome.key, body, body_json, version)
+            return ToSend(seq, outcome, outcome.key, body_json, version)
         if outcome.contact_id is None:  # a dry run that did not look contacts up
-            return ToSend(seq, outcome, "", body, body_json)
+            return ToSend(seq, outcome, "", body_json)
         key = key_of_json(self.settings.base_url, outcome.contact_id, body_json)
         if self.settings.allow_duplicates:
             # The n-th copy in the input is its own activity, on every run alike.
             copy = self.occurrences[key]
             self.occurrences[key] += 1
             key = f"{key}#{copy}" if copy else key
-        return ToSend(seq, outcome, key, body, body_json)
+        return ToSend(seq, outcome, key, body_json)
 
     async def admit(self, row: ToSend, entry: LedgerEntry | None, sender: ActivitySender) -> bool:
         """Decide a valid row before sending: True to send it, False if already decided.

@@ -11,7 +11,6 @@ import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from importer.records import Change, Outcome
 from importer.send import SendJob
@@ -133,12 +132,12 @@ class RowFeed:
 
 @dataclass(slots=True)
 class ToSend:
-    """A valid row on its way: its place in the input, its ledger key and its body, made once."""
+    """A valid row on its way: its place in the input, its ledger key and its body's JSON,
+    made once (the body itself is the outcome's, `Outcome.made_body`)."""
 
     seq: int
     outcome: Outcome
     key: str  # the ledger's key: the content's hash, or the source key (`version` set)
-    body: dict[str, Any]  # `payload.to_body()`: what is posted
     body_json: str  # its canonical JSON: what the ledger keeps
     version: str = ""  # with a source key: `content_hash` of the contact and body
     change: Change = Change.CREATE
@@ -153,7 +152,7 @@ class ToSend:
             outcome.row,
             outcome.contact_id,
             outcome.payload,
-            self.body,
+            outcome.made_body(),
             change=self.change,
             activity_id=self.activity_id,
             old_contact_id=self.old_contact_id,

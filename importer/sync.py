@@ -235,7 +235,6 @@ def deletion(seq: int, record: KeyRecord) -> ToSend:
         seq,
         outcome,
         record.key,
-        payload.to_body(),
         record.body_json,
         record.content_hash or "-",
         change=Change.DELETE,

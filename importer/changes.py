@@ -51,7 +51,11 @@ async def _update(sender: Sender, job: SendJob) -> SendResult:
     body = job.body if job.body is not None else job.payload.to_body()
 
     def landed(shown: ApiResponse) -> bool:
-        return isinstance(shown.json_body, dict) and shows(shown.json_body, job.payload)
+        activity = shown.json_body
+        # The reference does not say whether one activity comes bare or as {"data": {...}}.
+        if isinstance(activity, dict) and "type" not in activity:
+            activity = activity.get("data")
+        return isinstance(activity, dict) and shows(activity, job.payload)
 
     try:
         answer = await sender.request("PUT", path, json=body, recheck=_look(sender, path, landed))

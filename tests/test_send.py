@@ -686,10 +686,13 @@ async def perform(sender, change):
     return await perform_change(sender, change_job(change))
 
 
-async def test_a_put_whose_answer_was_lost_is_not_made_again_once_a_get_shows_it(api, make_sender):
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_a_put_whose_answer_was_lost_is_not_made_again_once_a_get_shows_it(
+    api, make_sender, wrapped
+):
     api.put(ACTIVITY_7, status=500, payload={"message": "Server Error"})
     shown = {"id": "7", "type": "note", "subject": "Called about the gala"}
-    api.get(ACTIVITY_7, payload=shown)
+    api.get(ACTIVITY_7, payload={"data": shown} if wrapped else shown)
     result = await perform(make_sender(), "UPDATE")
     assert (result.status, result.activity_id, result.attempts) == (Status.UPDATED, "7", 1)
     assert len(calls(api, "PUT", ACTIVITY_7)) == 1 and len(calls(api, "GET", ACTIVITY_7)) == 1

@@ -28,6 +28,7 @@ from bench.processes import (
     ChildReport,
     ImporterRun,
     fresh_dir,
+    home_env,
     importer_help,
     run_child,
     run_importer,
@@ -367,9 +368,8 @@ def _send_peak(rows: int, name: str) -> ChildReport:
     the sandbox holds an activity for every row it reports `created` (a generated file may
     hold a row twice: the second is `skipped`)."""
     path, mapping, workdir = data.send_csv(rows), data.mapping_path("csv"), fresh_dir(name)
-    home = {"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data")}
     with sandbox_process(NO_LIMIT) as sandbox:
-        env = {"GIVEBUTTER_API_KEY": sandbox.api_key, **home}
+        env = {"GIVEBUTTER_API_KEY": sandbox.api_key, **home_env(workdir)}
         results, url = workdir / "results.csv", sandbox.base_url
         report = run_child("send", url, path, mapping, results, UNLIMITED_RATE, env=env)
         stored = sandbox.stats().activities
@@ -388,9 +388,8 @@ def nightly_sync(sizes: Sizes) -> list[Result]:
     rows, changed = sizes.sync_rows, sizes.sync_changed
     last_night, tonight = data.sync_csvs(rows, changed)
     mapping, workdir = data.sync_mapping(), fresh_dir("sync")
-    home = {"HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data")}
     with sandbox_process(NO_LIMIT) as sandbox:
-        env = {"GIVEBUTTER_API_KEY": sandbox.api_key, **home}
+        env = {"GIVEBUTTER_API_KEY": sandbox.api_key, **home_env(workdir)}
         url = sandbox.base_url
         first = run_child("send", url, last_night, mapping, workdir / "first.csv", UNLIMITED_RATE,
                           env=env)  # fmt: skip
@@ -399,9 +398,8 @@ def nightly_sync(sizes: Sizes) -> list[Result]:
         sync = run_child("send", url, tonight, mapping, workdir / "sync.csv", UNLIMITED_RATE,
                          env=env)  # fmt: skip
         after = sandbox.stats()
-    fresh = fresh_dir("sync-dry-run")  # no ledger: the dry run only reads, maps and checks
-    dry_home = {"HOME": str(fresh), "XDG_DATA_HOME": str(fresh / "data")}
-    dry = run_child("dry-run", tonight, mapping, fresh / "results.csv", env=dry_home)
+    # In a fresh home, no ledger: the dry run only reads, maps and checks.
+    dry = run_child("dry-run", tonight, mapping, fresh_dir("sync-dry-run") / "results.csv")
     requests = after.requests - before.requests
     puts = after.count("PUT", ACTIVITY_ROUTE) - before.count("PUT", ACTIVITY_ROUTE)
     statuses = _statuses(workdir / "sync.csv")

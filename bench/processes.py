@@ -2,7 +2,8 @@
 
 Every process is started with this interpreter, with the repository on `PYTHONPATH`, and
 with `GIVEBUTTER_BASE_URL` removed from its environment so that nothing but the base URL
-given (always the sandbox on 127.0.0.1) can be reached.
+given (always the sandbox on 127.0.0.1) can be reached, and with a home of its own, so that
+nothing the user keeps in theirs (a ledger) changes what is measured.
 """
 
 from __future__ import annotations
@@ -53,14 +54,21 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def home_env(folder: Path) -> dict[str, str]:
+    """`HOME` and `XDG_DATA_HOME` in `folder`: what the importer keeps between runs (a
+    ledger, a contact index) is kept there, never in the user's own home."""
+    return {"HOME": str(folder), "XDG_DATA_HOME": str(folder / "data")}
+
+
 def run_child(work: str, *args: str | int | Path, env: dict[str, str] | None = None) -> ChildReport:
     """Run `python -m bench.child WORK ARGS...` and read its report. `RuntimeError` if it
     fails, or if the work's own exit code says it could not run (2 or more: for a dry run,
-    1 only means that some rows are invalid)."""
+    1 only means that some rows are invalid). Its home is a fresh folder unless `env` names
+    one: a ledger in the user's home would turn a plain dry run into one that reads it."""
     done = subprocess.run(
         [sys.executable, "-m", "bench.child", work, *map(str, args)],
         cwd=REPO,
-        env=child_env(**(env or {})),
+        env=child_env(**{**home_env(fresh_dir(f"home-{work}")), **(env or {})}),
         capture_output=True,
         text=True,
         check=False,
@@ -102,7 +110,7 @@ def run_importer(
         *("--base-url", base_url, "--results", str(results), "--force", "-q"),
         *("--summary-json", str(summary), *flags),
     ]
-    env = child_env(GIVEBUTTER_API_KEY=api_key, HOME=str(workdir))
+    env = child_env(GIVEBUTTER_API_KEY=api_key, **home_env(workdir))
     started = time.perf_counter()
     done = subprocess.run(
         command, cwd=workdir, env=env, capture_output=True, text=True, check=False

@@ -82,7 +82,6 @@ SEND_BATCH = 32  # rows marked `sending` in one transaction, at least...
 SEND_BATCH_MAX = 2048  # ...and at most
 MARK_AHEAD_SECONDS = 0.25  # a batch is about this much sending at the rate rows are taken
 LOOKUP_GROUP = 500  # rows whose keys are looked up in the ledger at once
-LOOKS_AT_ONCE = 8  # contacts whose rows left in doubt are looked for on the server at once
 # Rows decided at once (unchanged, already imported, duplicates) wait in input order behind
 # rows still being sent; the producer reads no further while this many wait, so that a
 # long file's outcomes are not all held in memory (a 1%-edited sync held 55,000 of them).
@@ -284,8 +283,8 @@ class _Delivery:
         """Admit first, by seq, the group's rows that an earlier run left `sending`: each is
         looked for on the server. The rows of one contact are looked for one after another
         in input order, as `admit` would (a look respects what the looks before it found);
-        LOOKS_AT_ONCE contacts at a time, so that a resume after a kill does not wait a round
-        trip per row. Other contacts' rows do not bear on a contact's look."""
+        `settings.looks_at_once` contacts at a time, so that a resume after a kill does not
+        wait a round trip per row. Other contacts' rows do not bear on a contact's look."""
         by_contact: dict[int, list[ToSend]] = {}
         for row in group.values():
             entry = known.get(row.key)
@@ -294,7 +293,7 @@ class _Delivery:
         admitted: dict[int, bool] = {}
         if self.settings.dry_run or len(by_contact) < 2:  # nothing to look for at once
             return admitted
-        slots = asyncio.Semaphore(LOOKS_AT_ONCE)
+        slots = asyncio.Semaphore(self.settings.looks_at_once)
 
         async def look_for(rows: list[ToSend]) -> None:
             async with slots:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from importer.feed import FailureLimit
 from importer.key_records import KeyRecord
+from importer.send import DEFAULT_CONCURRENCY
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -36,6 +37,11 @@ class DeliverySettings:
 
     max_failures: FailureLimit | None = None
     """Take no more rows once this many have failed."""
+
+    looks_at_once: int = DEFAULT_CONCURRENCY
+    """Contacts whose rows an earlier run left in doubt are looked for on the server this
+    many at a time: the sender's concurrency, so that a resume fills what it may have in
+    flight rather than waiting a round trip per row."""
 
     dry_run: bool = False
     """Decide every row as a run would, with the ledger's knowledge, and report what would

@@ -235,6 +235,7 @@ async def _deliver(
             run_id=time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}",
             recreate_deleted=options.recreate_deleted,
             max_failures=options.max_failures,
+            looks_at_once=options.sender.concurrency,
             dry_run=options.dry_run,
         )
         if options.delete_missing and ledger is not None and options.mapping.key:

@@ -11,7 +11,10 @@ may have made. `RunClaims` keeps, per contact:
   looks no earlier than the start of the oldest request out, less `CLOCK_SKEW`, and the
   server's clock may be that much ahead of ours, so an id given more than twice the skew
   before that start can no longer be a candidate and is let go. Memory stays bounded by a
-  few minutes of sending, however long the run.
+  few minutes of sending, however long the run. When the caller keeps the ids its rows
+  were given itself (`ids_kept_by_caller`: delivery with a ledger, whose claims hold every
+  result it was told, committed or not), the ids of rows sent are not kept here at all: at
+  no rate limit, a few minutes are the whole run.
 
 What the ledger knows (created entries of earlier runs, rows in doubt since an earlier
 run) is the caller's to add (`Sender.send_all(claims=...)`); `ledger_claims` reads it.
@@ -41,6 +44,8 @@ class RunClaims:
         self._in_doubt: dict[int, list[Sought]] = {}  # contact id -> rows
         self._given: dict[int, set[str]] = {}  # contact id -> activity ids
         self._given_order: deque[tuple[float, int, str]] = deque()
+        self.ids_kept_by_caller = False
+        """The caller's claims hold the id of every row `end` is told of: keep none."""
 
     def start(self, sought: Sought) -> int:
         """A request for `sought` may go out from now on; the ticket to `end` it with."""
@@ -51,7 +56,7 @@ class RunClaims:
     def end(self, ticket: int, *, activity_id: str | None, in_doubt: bool) -> None:
         """The row's requests are over: it was given `activity_id`, or is left in doubt."""
         _, sought = self._out.pop(ticket)
-        if activity_id:
+        if activity_id and not self.ids_kept_by_caller:
             self.give(sought.contact_id, activity_id)
         elif in_doubt:
             self._in_doubt.setdefault(sought.contact_id, []).append(sought)

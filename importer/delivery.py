@@ -211,6 +211,8 @@ class _Delivery:
         self.in_flight: dict[int, ToSend] = {}  # id(job) -> taken by a worker, no result yet
         # For the ledger at the next commit: the key, the result, the change (keyed rows).
         self.results: list[Written] = []
+        self.writing: list[Written] = []  # the results the ledger's thread is writing now
+        self._writes_done = 0
         self.awaiting_commit: list[tuple[int, Outcome]] = []  # reported once committed
         self.committing: list[tuple[int, Outcome]] = []
         self.batch_size = SEND_BATCH
@@ -396,11 +398,19 @@ class _Delivery:
 
     async def claims(self, contact_id: int) -> Claims:
         """What a look on the server for a row of `contact_id` must respect (`ledger_claims`),
-        with the activity ids this run recorded and has not yet committed."""
+        with the activity ids this run recorded and has not yet committed: every id this run
+        was given (the sender keeps none of them, `send_all`)."""
         assert self.ledger is not None
         ours = self.ours
-        known = await self._in_thread(ledger_claims, self.ledger, contact_id, ours)
-        given = {result.activity_id for _, result, _ in self.results if result.activity_id}
+        while True:
+            writes_before = self._writes_done
+            known = await self._in_thread(ledger_claims, self.ledger, contact_id, ours)
+            # A write that ended during the read may hold ids given during it, which the read
+            # may not have seen and `results` no longer holds: read again.
+            if self._writes_done == writes_before:
+                break
+        unwritten = itertools.chain(self.results, self.writing)
+        given = {result.activity_id for _, result, _ in unwritten if result.activity_id}
         return dataclasses.replace(known, ids=known.ids | given)
 
     def ours(self, key: str) -> bool:
@@ -511,7 +521,10 @@ class _Delivery:
         results, self.results = self.results, []
         self.committing, self.awaiting_commit = self.awaiting_commit, []
         if results:
+            self.writing = results
             await self._in_thread(self._write_results, results)
+            self.writing = []
+            self._writes_done += 1
         committed, self.committing = self.committing, []
         self.ordered.put_many(committed)
 

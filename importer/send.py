@@ -321,7 +321,9 @@ class Sender:
         """Create every job's activity with `concurrency` workers; tell `on_result` once
         per job taken from `jobs`, in the order results come. `claims(contact_id)` is
         what the caller knows that a look before posting again must respect (the ledger's
-        created ids, rows in doubt since earlier runs).
+        created ids, rows in doubt since earlier runs). It must hold the activity id of
+        every result `on_result` was told, from the moment it was told: while it is given,
+        this sender keeps none of those ids itself.
 
         Workers take a job only when free, so no more than `concurrency` are taken and
         unfinished at a time. When cancelled, no new job is taken, each unfinished one is
@@ -331,6 +333,7 @@ class Sender:
         """
         run = _Run(aiter(jobs))
         self._claims = claims
+        self._run.ids_kept_by_caller = claims is not None
         workers = [
             asyncio.create_task(self._work(run, on_result), name=f"send-worker-{number}")
             for number in range(self._settings.concurrency)
@@ -343,6 +346,7 @@ class Sender:
                 worker.cancel()
             await asyncio.wait(workers)
             self._claims = None
+            self._run.ids_kept_by_caller = False
         _raise_first_error(workers)
 
     async def _work(self, run: _Run, on_result: Callable[[SendJob, SendResult], None]) -> None:

@@ -56,3 +56,11 @@ def test_ids_are_let_go_once_no_search_can_see_them():
     assert run.claims(sought(5)).ids == {"a1", "a2"}
     run.end(long_out, activity_id=None, in_doubt=False)
     assert run.claims(sought(5)).ids == {"a2"}
+
+
+def test_ids_the_caller_keeps_are_not_kept_again_but_ids_found_are():
+    run = RunClaims()
+    run.ids_kept_by_caller = True  # a delivery with a ledger: its claims hold its results
+    run.end(run.start(sought(2)), activity_id="a1", in_doubt=False)
+    run.give(42, "a2")  # found by a look: the caller records it only after marking the row
+    assert run.claims(sought(3)).ids == {"a2"}

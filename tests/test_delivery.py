@@ -7,12 +7,15 @@ count what "the server" holds after a delivery, a crash, an interruption or a re
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from importer.delivery import DeliverySettings, Interruption, RowFeed, deliver
+from importer import delivery
+from importer.delivery import DeliverySettings, Interruption, RowFeed, _Delivery, deliver
 from importer.errors import AuthError
+from importer.feed import OrderedOutcomes
 from importer.ledger import EntryState, Ledger
 from importer.payload import ActivityPayload
 from importer.records import (
@@ -451,3 +454,31 @@ async def test_rows_in_doubt_are_looked_for_several_contacts_at_once_one_contact
     for contact in range(4):  # each contact's rows looked for in input order
         mine = [row for row in second.order if (row - 2) % 4 == contact]
         assert mine == sorted(mine) and len(mine) == 3
+
+
+async def test_a_look_while_results_are_written_still_claims_their_ids(ledger, monkeypatch):
+    """The sender keeps no ids while the delivery gives it claims: an id whose result is
+    being written when a look reads the ledger (the read first, the write queued behind it
+    on the ledger's thread) must still be among the look's claims."""
+    run_ = _Delivery(SETTINGS, OrderedOutcomes(Reported()), ledger, None)
+    reading = threading.Event()
+    real_claims = delivery.ledger_claims
+
+    def slow_claims(*args):
+        reading.wait(5)
+        return real_claims(*args)
+
+    monkeypatch.setattr(delivery, "ledger_claims", slow_claims)
+    monkeypatch.setattr(run_, "_write_results", lambda results: None)
+    look = asyncio.create_task(run_.claims(10001))
+    await asyncio.sleep(0.01)  # the read holds the ledger's thread
+    run_.results.append(("k1", SendResult(status=Status.CREATED, activity_id="A1"), None))
+    run_.awaiting_commit.append((2, rows(1)[0]))
+    commit = asyncio.create_task(run_.commit())
+    await asyncio.sleep(0.01)  # the commit took the result from `results`: it is writing
+    assert run_.results == [] and run_.writing
+    reading.set()
+    assert "A1" in (await look).ids
+    await commit
+    assert run_.writing == []
+    run_.finish()

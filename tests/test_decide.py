@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 import importer.decide
+import importer.pipeline
 from importer.cli import main
 from importer.decide import decide_rows, decide_rows_of
 from importer.mapper import Mapper
@@ -57,3 +60,21 @@ def test_a_sending_run_decides_at_most_rows_at_once_rows_at_a_time(sandbox, tmp_
     lines = rows_of(results)
     assert [int(line["row"]) for line in lines] == list(range(2, 302))
     assert sum(line["status"] == "created" for line in lines) == 287
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_sending_run_reads_shorter_chunks_than_a_dry_run(sandbox, tmp_path, monkeypatch, dry_run):
+    monkeypatch.setattr(importer.pipeline, "SENDING_CHUNK_ROWS", 40)
+    chunks: list[int] = []
+
+    def reading(path, options):
+        table = open_table(path, options)
+        chunks.extend(len(frame) for frame in open_table(path, options).chunks())
+        return table
+
+    monkeypatch.setattr(importer.pipeline, "open_table", reading)
+    argv = ["run", str(DONOR_CSV), "-m", str(DONOR_MAPPING), "--base-url", sandbox.base_url]
+    argv += ["--no-ledger", "--rate", "500/s", "-q", "--results", str(tmp_path / "r.csv")]
+    assert main([*argv, "--dry-run"] if dry_run else argv) == 1
+    assert sum(chunks) == 300
+    assert max(chunks) == (300 if dry_run else 40)

@@ -7,6 +7,7 @@ never to a tight tolerance: the machine running the tests may be slow and noisy.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from importer.sandbox import (
     running_sandbox,
 )
 from importer.sandbox.faults import FaultDice
+from importer.sandbox.stats import DROPPED
 
 LIVE = 10001
 CREATE = "/v1/contacts/{contact}/activities"
@@ -350,3 +352,26 @@ async def test_the_stats_route_reports_the_busiest_interval_of_each_window(http)
     assert stats["windows"] == [{"limit": 2, "seconds": 60.0, "max_admitted": 2}]
     assert stats["throttled"] == 1
     assert len(stats["admitted_times"]) == 2
+
+
+async def test_a_client_gone_before_its_body_came_is_a_dropped_request_not_a_traceback(caplog):
+    """A client killed mid-request (the kill -9 tests do it): the sandbox stores nothing,
+    counts the request dropped, and logs no "Error handling request" traceback."""
+    async with running_sandbox(settings(latency=0.2)) as sandbox:
+        host, port = sandbox.base_url.removeprefix("http://").split("/")[0].split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        path = f"/v1/contacts/{LIVE}/activities"
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {sandbox.api_key}\r\nContent-Length: 100\r\n\r\n"
+            '{"type": "no'.encode()
+        )
+        await writer.drain()
+        writer.close()  # gone while the sandbox waits out its latency
+        await writer.wait_closed()
+        deadline = time.monotonic() + 3
+        while sandbox.stats.count(method="POST") == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert sandbox.stats.count(method="POST", status=DROPPED) == 1
+        assert sandbox.store.count_activities() == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

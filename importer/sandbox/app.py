@@ -147,7 +147,11 @@ async def _api_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response: web.StreamResponse = _no_route(request)
     else:
         admission = state.arrive()
-        response = await _answer(request, handler, state, admission, route)
+        try:
+            response = await _answer(request, handler, state, admission, route)
+        except ConnectionResetError:  # the client went away before its body came
+            request[_DROPPED] = True
+            response = _message(400, "Bad Request")  # written to no one, and quietly
         if state.settings.rate_limit_headers:
             _add_rate_headers(response, admission)
     status = DROPPED if request.get(_DROPPED) else response.status

@@ -401,14 +401,10 @@ class _Delivery:
         with the activity ids this run recorded and has not yet committed: every id this run
         was given (the sender keeps none of them, `send_all`)."""
         assert self.ledger is not None
-        ours = self.ours
-        while True:
-            writes_before = self._writes_done
-            known = await self._in_thread(ledger_claims, self.ledger, contact_id, ours)
-            # A write that ended during the read may hold ids given during it, which the read
-            # may not have seen and `results` no longer holds: read again.
-            if self._writes_done == writes_before:
-                break
+        writes_before = -1
+        while self._writes_done != writes_before:  # a write ended during the read: its ids
+            writes_before = self._writes_done  # may be in neither the read nor `results`
+            known = await self._in_thread(ledger_claims, self.ledger, contact_id, self.ours)
         unwritten = itertools.chain(self.results, self.writing)
         given = {result.activity_id for _, result, _ in unwritten if result.activity_id}
         return dataclasses.replace(known, ids=known.ids | given)

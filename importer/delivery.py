@@ -82,9 +82,8 @@ SEND_BATCH = 32  # rows marked `sending` in one transaction, at least...
 SEND_BATCH_MAX = 2048  # ...and at most
 MARK_AHEAD_SECONDS = 0.25  # a batch is about this much sending at the rate rows are taken
 LOOKUP_GROUP = 500  # rows whose keys are looked up in the ledger at once
-# Rows decided at once (unchanged, already imported, duplicates) wait in input order behind
-# rows still being sent; the producer reads no further while this many wait, so that a
-# long file's outcomes are not all held in memory (a 1%-edited sync held 55,000 of them).
+# Decided rows (unchanged, imported, duplicates) wait in input order behind rows being sent;
+# the producer reads on only while fewer wait (a 1%-edited sync had held 55,000 of them).
 HELD_AT_MOST = 10_000
 
 _T = TypeVar("_T")
@@ -282,16 +281,18 @@ class _Delivery:
     async def _admit_in_doubt(
         self, group: dict[int, ToSend], known: dict[str, LedgerEntry], sender: ActivitySender
     ) -> dict[int, bool]:
-        """Admit first, by seq, the group's rows that an earlier run left `sending`: each is
-        looked for on the server. The rows of one contact are looked for one after another
-        in input order, as `admit` would (a look respects what the looks before it found);
-        `settings.looks_at_once` contacts at a time, so that a resume after a kill does not
-        wait a round trip per row. Other contacts' rows do not bear on a contact's look."""
+        """Admit first, by seq, the group's rows an earlier run left under way (`sending`;
+        keyed: a creation or move), each looked for on the server: one contact's rows one
+        after another in input order (a look respects what earlier looks found), up to
+        `settings.looks_at_once` contacts at a time (a resume need not wait a round trip
+        per row)."""
         by_contact: dict[int, list[ToSend]] = {}
         for row in group.values():
             entry = known.get(row.key)
             if entry is not None and entry.state is EntryState.SENDING and not row.version:
                 by_contact.setdefault(row.outcome.contact_id or 0, []).append(row)
+            elif row.version and (contact_id := self.keyed.pending_look(row.key)) is not None:
+                by_contact.setdefault(contact_id, []).append(row)
         admitted: dict[int, bool] = {}
         if self.settings.dry_run or len(by_contact) < 2:  # nothing to look for at once
             return admitted
@@ -300,7 +301,10 @@ class _Delivery:
         async def look_for(rows: list[ToSend]) -> None:
             async with slots:
                 for row in rows:
-                    admitted[row.seq] = await self.admit(row, known.get(row.key), sender)
+                    if row.version:
+                        admitted[row.seq] = await self.keyed.admit(row, sender)
+                    else:
+                        admitted[row.seq] = await self.admit(row, known[row.key], sender)
 
         looks = [asyncio.ensure_future(look_for(rows)) for rows in by_contact.values()]
         try:
@@ -397,9 +401,8 @@ class _Delivery:
         return True
 
     async def claims(self, contact_id: int) -> Claims:
-        """What a look on the server for a row of `contact_id` must respect (`ledger_claims`),
-        with the activity ids this run recorded and has not yet committed: every id this run
-        was given (the sender keeps none of them, `send_all`)."""
+        """What a look for a row of `contact_id` must respect (`ledger_claims`), with every
+        id this run was given and has not committed (the sender keeps none: `send_all`)."""
         assert self.ledger is not None
         writes_before = -1
         while self._writes_done != writes_before:  # a write ended during the read: its ids
@@ -409,8 +412,7 @@ class _Delivery:
         given = {result.activity_id for _, result, _ in unwritten if result.activity_id}
         return dataclasses.replace(known, ids=known.ids | given)
 
-    def ours(self, key: str) -> bool:
-        """Whether this run has settled the row of `key`, or has it on its way."""
+    def ours(self, key: str) -> bool:  # this run has settled the row of `key`, or is on it
         return key in self.seen and key not in self.left_in_doubt
 
     async def hand_on(self) -> None:

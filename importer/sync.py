@@ -35,6 +35,7 @@ from importer.seen_keys import SeenKeys
 if TYPE_CHECKING:
     from importer.sender_protocol import ActivitySender
 
+LOOKED_FOR = (Change.CREATE, Change.MOVE)  # changes left under way whose activity is sought
 LOOKED_FIRST = "an earlier run may have created it: the real run looks for it first"
 
 GONE = (
@@ -157,11 +158,19 @@ class KeyedRows:
         """The row `settle` made ready at `seq`, if it did (once)."""
         return self.prepared.pop(seq) if seq in self.prepared else None
 
+    def pending_look(self, key: str) -> int | None:
+        """The contact whose activities `admit` will look through for the row of `key` (a
+        creation or move an earlier run left under way), or None if it will not look."""
+        record = self.chunk_records.get(key)
+        if self.dry_run or record is None or record.pending_json is None:
+            return None
+        return (record.pending_contact_id or 0) if record.pending in LOOKED_FOR else None
+
     async def admit(self, row: ToSend, sender: ActivitySender) -> bool:
         """Decide a valid row with a source key: True to send its change."""
         outcome = row.outcome
         record = self.chunk_records.get(row.key)
-        if record is not None and record.pending in (Change.CREATE, Change.MOVE):
+        if record is not None and record.pending in LOOKED_FOR:
             record = await self._look_for_pending(row, record, sender)
             if record is None:  # found: the earlier run's change is this row's, done
                 return False

@@ -4,6 +4,7 @@ real ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from importer.delivery import DeliverySettings, RowFeed, deliver
@@ -230,3 +231,37 @@ async def test_a_creation_left_under_way_is_looked_for_before_it_is_sent(ledger)
     assert len(second.server) == 2
     third = await sync(second, export({"T1": "a", "T2": "b"}), ledger)
     assert [o.status for o in third] == [Status.UNCHANGED, Status.UNCHANGED]
+
+
+async def test_creations_left_under_way_are_looked_for_several_contacts_at_once(ledger):
+    async def lands_then_lost(sender, job):
+        sender.store(job)
+        return SendResult(Status.FAILED, error="no answer", ambiguous=True)
+
+    notes = {f"T{n}": f"note {n}" for n in range(12)}
+    contacts = {f"T{n}": 10001 + n % 4 for n in range(12)}
+    first = ScriptedSender(lands_then_lost)
+    await sync(first, export(notes, contacts), ledger)
+
+    class SlowLooks(ScriptedSender):
+        def __init__(self) -> None:
+            super().__init__(echo=True)
+            self.looking: list[int] = []
+            self.most_at_once = 0
+
+        async def search_activity(self, sought, known=None):
+            assert sought.contact_id not in self.looking  # one contact: one look at a time
+            self.looking.append(sought.contact_id)
+            self.most_at_once = max(self.most_at_once, len(self.looking))
+            await asyncio.sleep(0.02)
+            try:
+                return await super().search_activity(sought, known)
+            finally:
+                self.looking.remove(sought.contact_id)
+
+    second = SlowLooks()
+    second.server = first.server
+    again = await sync(second, export(notes, contacts), ledger)
+    assert [o.status for o in again] == [Status.CREATED] * 12
+    assert second.posts == [] and len(second.server) == 12
+    assert second.most_at_once == 4 and len(second.lookups) == 12

@@ -146,3 +146,25 @@ class ScriptedSender:
             return SendResult(Status.DELETED, http_status=204)
         new_id = job.found_id or self.store(job)
         return SendResult(Status.MOVED, http_status=200, activity_id=new_id)
+
+
+class SlowLooks(ScriptedSender):
+    """A scripted sender whose looks take 20 ms each: it records how many contacts were
+    looked through at once, and fails a test that looks through one contact twice at once."""
+
+    def __init__(self, *, echo: bool = False) -> None:
+        super().__init__(echo=echo)
+        self.looking: list[int] = []  # contacts being looked through now
+        self.most_at_once = 0
+        self.order: list[int] = []  # rows, in the order their looks began
+
+    async def search_activity(self, sought: Sought, known: Claims | None = None) -> Search:
+        assert sought.contact_id not in self.looking  # one contact: one look at a time
+        self.looking.append(sought.contact_id)
+        self.most_at_once = max(self.most_at_once, len(self.looking))
+        self.order.append(sought.row)
+        await asyncio.sleep(0.02)
+        try:
+            return await super().search_activity(sought, known)
+        finally:
+            self.looking.remove(sought.contact_id)

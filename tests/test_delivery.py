@@ -27,7 +27,7 @@ from importer.records import (
     Status,
 )
 from importer.send import MAY_EXIST, SendJob
-from tests.scripted import ScriptedSender
+from tests.scripted import ScriptedSender, SlowLooks
 
 BASE_URL = "http://127.0.0.1:9/v1"
 SETTINGS = DeliverySettings(base_url=BASE_URL, input_name="export.csv")
@@ -425,24 +425,6 @@ async def test_rows_in_doubt_are_looked_for_several_contacts_at_once_one_contact
     first = ScriptedSender(store_then_fail)
     await run(first, spread(rows(12)), ledger)
     assert ledger.stats()[EntryState.SENDING] == 12
-
-    class SlowLooks(ScriptedSender):
-        def __init__(self) -> None:
-            super().__init__()
-            self.looking: list[int] = []  # contacts being looked through now
-            self.most_at_once = 0
-            self.order: list[int] = []  # rows, in the order their looks began
-
-        async def search_activity(self, sought, known=None):
-            assert sought.contact_id not in self.looking  # one contact: one look at a time
-            self.looking.append(sought.contact_id)
-            self.most_at_once = max(self.most_at_once, len(self.looking))
-            self.order.append(sought.row)
-            await asyncio.sleep(0.02)
-            try:
-                return await super().search_activity(sought, known)
-            finally:
-                self.looking.remove(sought.contact_id)
 
     second = SlowLooks()
     second.server = first.server

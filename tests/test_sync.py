@@ -4,7 +4,6 @@ real ledger."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 from importer.delivery import DeliverySettings, RowFeed, deliver
@@ -13,7 +12,7 @@ from importer.key_records import Begun, KeyRecords, RecordState, content_hash
 from importer.ledger import Ledger, normalise_base_url
 from importer.payload import ActivityPayload
 from importer.records import Change, Outcome, SendResult, Status
-from tests.scripted import ScriptedSender
+from tests.scripted import ScriptedSender, SlowLooks
 
 BASE_URL = "http://127.0.0.1:9/v1"
 SETTINGS = DeliverySettings(base_url=BASE_URL, input_name="tasks.csv", source="tasks", run_id="r")
@@ -243,23 +242,7 @@ async def test_creations_left_under_way_are_looked_for_several_contacts_at_once(
     first = ScriptedSender(lands_then_lost)
     await sync(first, export(notes, contacts), ledger)
 
-    class SlowLooks(ScriptedSender):
-        def __init__(self) -> None:
-            super().__init__(echo=True)
-            self.looking: list[int] = []
-            self.most_at_once = 0
-
-        async def search_activity(self, sought, known=None):
-            assert sought.contact_id not in self.looking  # one contact: one look at a time
-            self.looking.append(sought.contact_id)
-            self.most_at_once = max(self.most_at_once, len(self.looking))
-            await asyncio.sleep(0.02)
-            try:
-                return await super().search_activity(sought, known)
-            finally:
-                self.looking.remove(sought.contact_id)
-
-    second = SlowLooks()
+    second = SlowLooks(echo=True)
     second.server = first.server
     again = await sync(second, export(notes, contacts), ledger)
     assert [o.status for o in again] == [Status.CREATED] * 12

@@ -200,11 +200,12 @@ class KeyedRows:
     ) -> KeyRecord | None:
         """A creation or move an earlier run left under way: look for its new activity on
         the server. Found: recorded, and None (the row is decided); else the record."""
-        if self.dry_run or record.pending_json is None:
+        contact_id = self.pending_look(row.key)
+        if contact_id is None:  # a dry run, or nothing to look for
             row.outcome.warnings.append(LOOKED_FIRST) if self.dry_run else None
             return record
+        assert record.pending_json is not None  # `pending_look` found something to look for
         payload = ActivityPayload.model_validate_json(record.pending_json)
-        contact_id = record.pending_contact_id or 0
         sought = Sought(contact_id, payload, _instant(record.marked_at), row.outcome.row)
         found = await sender.search_activity(sought, await self._claims(contact_id))
         if isinstance(found, Absent):

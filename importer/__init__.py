@@ -14,30 +14,81 @@ The names below are the library's public face; everything else may change.
 
 __version__ = "0.1.0"
 
-from importer.delivery import Interruption
-from importer.errors import (
-    AuthError,
-    ConfigError,
-    ImporterError,
-    InputError,
-    LedgerError,
-    MappingError,
-)
-from importer.mapping import Mapping, load_mapping
-from importer.pipeline import (
-    RunOptions,
-    default_ledger_path,
-    refresh_contact_index,
-    retry_failed,
-    retry_failed_async,
-    run_import,
-    run_import_async,
-)
-from importer.records import Outcome, Status
-from importer.report import Summary
-from importer.selection import RowSelection, parse_rows
-from importer.send import SenderSettings
-from importer.undo import Undone, undo_run
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importer.delivery import Interruption
+    from importer.errors import (
+        AuthError,
+        ConfigError,
+        ImporterError,
+        InputError,
+        LedgerError,
+        MappingError,
+    )
+    from importer.mapping import Mapping, load_mapping
+    from importer.pipeline import (
+        RunOptions,
+        default_ledger_path,
+        refresh_contact_index,
+        retry_failed,
+        retry_failed_async,
+        run_import,
+        run_import_async,
+    )
+    from importer.records import Outcome, Status
+    from importer.report import Summary
+    from importer.selection import RowSelection, parse_rows
+    from importer.send import SenderSettings
+    from importer.undo import Undone, undo_run
+
+# The public names are imported when first asked for (PEP 562, as pydantic does), so that a
+# process needing one module (`importer.ledger`, the sandbox) does not load pandas, pyarrow
+# and aiohttp with the whole package. Each name's home module:
+_HOMES = {
+    "Interruption": "importer.delivery",
+    **dict.fromkeys(
+        ["AuthError", "ConfigError", "ImporterError", "InputError", "LedgerError", "MappingError"],
+        "importer.errors",
+    ),
+    "Mapping": "importer.mapping",
+    "load_mapping": "importer.mapping",
+    **dict.fromkeys(
+        [
+            "RunOptions",
+            "default_ledger_path",
+            "refresh_contact_index",
+            "retry_failed",
+            "retry_failed_async",
+            "run_import",
+            "run_import_async",
+        ],
+        "importer.pipeline",
+    ),
+    "Outcome": "importer.records",
+    "Status": "importer.records",
+    "Summary": "importer.report",
+    "RowSelection": "importer.selection",
+    "parse_rows": "importer.selection",
+    "SenderSettings": "importer.send",
+    "Undone": "importer.undo",
+    "undo_run": "importer.undo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'importer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # asked once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})
+
 
 __all__ = [
     "AuthError",

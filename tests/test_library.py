@@ -3,16 +3,20 @@ the summary written at every end."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
+import subprocess
+import sys
 
 import aiohttp
+import pytest
 from aioresponses import CallbackResult, aioresponses
 
 from importer import ConfigError, RunOptions, SenderSettings, load_mapping, run_import_async
 from importer.cli import main
 from importer.records import KEY_REFUSED
-from tests.conftest import MAPPINGS, SAMPLES, rows_of
+from tests.conftest import MAPPINGS, ROOT, SAMPLES, rows_of
 
 BASE_URL = "https://api.example.org/v1"
 DONOR_CSV = SAMPLES / "donor-crm-activities.csv"
@@ -129,3 +133,30 @@ def test_the_sync_entry_refuses_a_running_loop_without_leaving_a_results_file(tm
 
     asyncio.run(inside())
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_every_public_name_is_the_one_its_module_defines():
+    import importer
+
+    homes = importer._HOMES
+    assert sorted(homes) == sorted(name for name in importer.__all__ if name != "__version__")
+    for name, home in homes.items():
+        assert getattr(importer, name) is getattr(importlib.import_module(home), name)
+        assert name in dir(importer)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        importer.no_such_name  # noqa: B018
+
+
+def test_one_module_is_imported_without_the_whole_package():
+    """A process that needs the ledger (a lock holder, a script) loads neither pandas nor
+    aiohttp: the package's public names wait until asked for."""
+    script = (
+        "import sys\n"
+        "import importer.ledger\n"
+        "from importer import LedgerError\n"
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'aiohttp') if m in sys.modules))\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert shown == "[]\n"

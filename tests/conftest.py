@@ -3,12 +3,15 @@
 Every test runs with `HOME` and `XDG_DATA_HOME` pointing at a temporary folder of its own
 (the autouse `_private_home`), so that nothing a test starts — in-process or a
 subprocess, which inherits the environment — writes into the real home folder (the default
-ledger, the contact index). `pytest_sessionfinish` checks the real default data folder
-afterwards and fails the run if it changed.
+ledger, the contact index); `tests/test_home.py` checks that the real default data folder
+stays as it was. Hypothesis keeps its caches in a temporary folder of the run's own, not in
+`.hypothesis` beside the tests.
 """
 
 import csv
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +37,20 @@ _PROPERTY_SETTINGS = {
 settings.register_profile("quick", max_examples=60, **_PROPERTY_SETTINGS)
 settings.register_profile("thorough", max_examples=1000, **_PROPERTY_SETTINGS)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
+
+# Hypothesis caches its unicode tables and the constants it finds in our modules under
+# `.hypothesis` in the working folder, the checkout. The run makes a temporary folder for
+# them instead; the xdist workers and every subprocess inherit it through the environment,
+# and the process that made it removes it at the end.
+_HYPOTHESIS_STORAGE = "HYPOTHESIS_STORAGE_DIRECTORY"
+_MADE_HYPOTHESIS_STORAGE = _HYPOTHESIS_STORAGE not in os.environ
+if _MADE_HYPOTHESIS_STORAGE:
+    os.environ[_HYPOTHESIS_STORAGE] = tempfile.mkdtemp(prefix="givebutter-hypothesis-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _MADE_HYPOTHESIS_STORAGE:
+        shutil.rmtree(os.environ.pop(_HYPOTHESIS_STORAGE), ignore_errors=True)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

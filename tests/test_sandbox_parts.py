@@ -192,6 +192,15 @@ def test_the_store_counts_activities_in_all_and_per_contact():
         assert store.activity_counts() == {10001: 2, 10003: 1}
 
 
+def test_the_store_says_whether_a_contact_is_archived_or_missing():
+    with SandboxStore() as store:
+        seed_store(store, 50)
+        assert store.contact_archived(10001) is False
+        assert store.contact_archived(10050) is True  # every 50th is archived
+        assert store.contact_archived(10051) is None
+        assert store.contact_archived(0) is None
+
+
 def test_activity_ids_are_never_reused_after_a_delete():
     with SandboxStore() as store:
         seed_store(store, 1)

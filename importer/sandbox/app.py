@@ -262,13 +262,13 @@ def _add_rate_headers(response: web.StreamResponse, admission: Admission) -> Non
 async def create_activity(request: web.Request) -> web.Response:
     """POST: 404, 403, 422, or the stored activity (and maybe a 500 after storing it)."""
     state = request.app[STATE]
-    contact = _live_contact(request, state)
-    if isinstance(contact, web.Response):
-        return contact
+    contact_id = _live_contact_id(request, state)
+    if isinstance(contact_id, web.Response):
+        return contact_id
     payload = await _payload(request)
     if isinstance(payload, web.Response):
         return payload
-    activity = state.store.add_activity(contact.id, payload, now=datetime.now(UTC))
+    activity = state.store.add_activity(contact_id, payload, now=datetime.now(UTC))
     echoed = activity_json(activity, echo=state.settings.echo_fields)
     return _written(request, state) or web.json_response(echoed)
 
@@ -276,9 +276,9 @@ async def create_activity(request: web.Request) -> web.Response:
 async def list_activities(request: web.Request) -> web.Response:
     """GET: one page of a contact's activities, in creation order; `type` filters."""
     state = request.app[STATE]
-    contact = _live_contact(request, state)
-    if isinstance(contact, web.Response):
-        return contact
+    contact_id = _live_contact_id(request, state)
+    if isinstance(contact_id, web.Response):
+        return contact_id
     paging = _paging(request)
     if isinstance(paging, web.Response):
         return paging
@@ -287,7 +287,7 @@ async def list_activities(request: web.Request) -> web.Response:
     if kind is not None and kind not in ACTIVITY_TYPES:
         return _invalid({"type": ["The selected type is invalid."]})
     activities, total = state.store.list_activities(
-        contact.id, type=kind, offset=(page - 1) * per_page, limit=per_page
+        contact_id, type=kind, offset=(page - 1) * per_page, limit=per_page
     )
     echo = state.settings.echo_fields
     items = [activity_json(activity, echo=echo) for activity in activities]
@@ -299,10 +299,10 @@ async def list_activities(request: web.Request) -> web.Response:
 async def get_activity(request: web.Request) -> web.Response:
     """GET: one activity of the contact, or 404."""
     state = request.app[STATE]
-    contact = _live_contact(request, state)
-    if isinstance(contact, web.Response):
-        return contact
-    activity = state.store.get_activity(contact.id, request.match_info["activity"])
+    contact_id = _live_contact_id(request, state)
+    if isinstance(contact_id, web.Response):
+        return contact_id
+    activity = state.store.get_activity(contact_id, request.match_info["activity"])
     if activity is None:
         return _message(404, "Activity not found.")
     return web.json_response(activity_json(activity, echo=state.settings.echo_fields))
@@ -312,16 +312,16 @@ async def update_activity(request: web.Request) -> web.Response:
     """PUT: 404, 403, 404 (activity), 422, or the updated activity (and maybe a 500 after
     updating it)."""
     state = request.app[STATE]
-    contact = _live_contact(request, state)
-    if isinstance(contact, web.Response):
-        return contact
+    contact_id = _live_contact_id(request, state)
+    if isinstance(contact_id, web.Response):
+        return contact_id
     activity_id = request.match_info["activity"]
-    if state.store.get_activity(contact.id, activity_id) is None:
+    if state.store.get_activity(contact_id, activity_id) is None:
         return _message(404, "Activity not found.")
     payload = await _payload(request)
     if isinstance(payload, web.Response):
         return payload
-    activity = state.store.update_activity(contact.id, activity_id, payload, datetime.now(UTC))
+    activity = state.store.update_activity(contact_id, activity_id, payload, datetime.now(UTC))
     if activity is None:  # deleted between the two steps
         return _message(404, "Activity not found.")
     echoed = activity_json(activity, echo=state.settings.echo_fields)
@@ -331,10 +331,10 @@ async def update_activity(request: web.Request) -> web.Response:
 async def delete_activity(request: web.Request) -> web.Response:
     """DELETE: 204 once gone (and maybe a 500 after deleting it), or 404."""
     state = request.app[STATE]
-    contact = _live_contact(request, state)
-    if isinstance(contact, web.Response):
-        return contact
-    if not state.store.delete_activity(contact.id, request.match_info["activity"]):
+    contact_id = _live_contact_id(request, state)
+    if isinstance(contact_id, web.Response):
+        return contact_id
+    if not state.store.delete_activity(contact_id, request.match_info["activity"]):
         return _message(404, "Activity not found.")
     return _written(request, state) or web.Response(status=204)
 
@@ -411,11 +411,16 @@ def _contact(request: web.Request, state: SandboxState) -> Contact | web.Respons
     return contact
 
 
-def _live_contact(request: web.Request, state: SandboxState) -> Contact | web.Response:
-    contact = _contact(request, state)
-    if isinstance(contact, Contact) and contact.archived_at is not None:
+def _live_contact_id(request: web.Request, state: SandboxState) -> int | web.Response:
+    """The id of the request's contact, or the 404 (no such contact) or 403 (archived)."""
+    text = request.match_info["contact"]
+    contact_id = int(text) if CONTACT_ID_PATTERN.fullmatch(text) else 0  # ids start at 1
+    archived = state.store.contact_archived(contact_id)
+    if archived is None:
+        return _message(404, "Contact not found.")
+    if archived:
         return _message(403, "This action is unauthorized.")
-    return contact
+    return contact_id
 
 
 def _paging(request: web.Request) -> tuple[int, int] | web.Response:

@@ -39,7 +39,7 @@ from importer.sandbox import (
     seeded_contact,
 )
 from importer.send import Sender, SenderSettings
-from tests.conftest import ROOT, rows_of
+from tests.conftest import QUICK_RATE, ROOT, rows_of
 
 CONTACTS = "/v1/contacts"
 BY_EMAIL = "contact: {email: Email}\nactivity: {type: Type, note: Note}\n"
@@ -75,7 +75,7 @@ def import_args(base_url: str, tmp_path: Path, data: Path, mapping: str, results
         "--base-url",
         base_url,
         "--rate",
-        "1000/s",
+        QUICK_RATE,
         "--ledger",
         str(tmp_path / "state" / "ledger.sqlite"),
         "--results",

@@ -13,7 +13,7 @@ from importer.decide import decide_rows, decide_rows_of
 from importer.mapper import Mapper
 from importer.mapping import load_mapping
 from importer.read import SourceOptions, open_table
-from tests.conftest import MAPPINGS, SAMPLES, rows_of
+from tests.conftest import MAPPINGS, QUICK_RATE, SAMPLES, rows_of
 
 DONOR_CSV = SAMPLES / "donor-crm-activities.csv"
 DONOR_MAPPING = MAPPINGS / "donor-crm-activities.yaml"
@@ -55,7 +55,7 @@ def test_a_sending_run_decides_at_most_rows_at_once_rows_at_a_time(sandbox, tmp_
     monkeypatch.setattr(importer.decide, "decide_rows", counting)
     results = tmp_path / "r.csv"
     argv = ["run", str(DONOR_CSV), "-m", str(DONOR_MAPPING), "--base-url", sandbox.base_url]
-    assert main([*argv, "--no-ledger", "--rate", "500/s", "-q", "--results", str(results)]) == 1
+    assert main([*argv, "--no-ledger", "--rate", QUICK_RATE, "-q", "--results", str(results)]) == 1
     assert sizes == [50] * 6
     lines = rows_of(results)
     assert [int(line["row"]) for line in lines] == list(range(2, 302))
@@ -74,7 +74,7 @@ def test_a_sending_run_reads_shorter_chunks_than_a_dry_run(sandbox, tmp_path, mo
 
     monkeypatch.setattr(importer.pipeline, "open_table", reading)
     argv = ["run", str(DONOR_CSV), "-m", str(DONOR_MAPPING), "--base-url", sandbox.base_url]
-    argv += ["--no-ledger", "--rate", "500/s", "-q", "--results", str(tmp_path / "r.csv")]
+    argv += ["--no-ledger", "--rate", QUICK_RATE, "-q", "--results", str(tmp_path / "r.csv")]
     assert main([*argv, "--dry-run"] if dry_run else argv) == 1
     assert sum(chunks) == 300
     assert max(chunks) == (300 if dry_run else 40)

@@ -28,7 +28,7 @@ from importer.pipeline import RunOptions, run_import
 from importer.retry import RetryPolicy
 from importer.sandbox import Faults, Sandbox, SandboxSettings, sandbox_in_thread
 from importer.send import MAY_EXIST, SenderSettings
-from tests.conftest import ROOT, rows_of
+from tests.conftest import QUICK_RATE, ROOT, rows_of
 
 MAPPING = (
     "contact: Contact\nactivity:\n  type: Type\n  subject: Subject\n  note: Note\n"
@@ -67,7 +67,7 @@ def import_args(sandbox: Sandbox, tmp_path: Path, data: Path, results: str, *ext
         "--base-url",
         sandbox.base_url,
         "--rate",
-        "1000/s",
+        QUICK_RATE,
         "--ledger",
         str(tmp_path / "ledger.sqlite"),
         "--results",

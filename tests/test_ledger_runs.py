@@ -14,7 +14,7 @@ from importer.cli import main
 from importer.ledger import EntryState, Ledger
 from importer.sandbox import Faults, SandboxSettings, sandbox_in_thread
 from importer.send import MAY_EXIST
-from tests.conftest import MAPPINGS, ROOT, SAMPLES, rows_of, run_cli
+from tests.conftest import MAPPINGS, QUICK_RATE, ROOT, SAMPLES, rows_of, run_cli
 
 DONOR_CSV = SAMPLES / "donor-crm-activities.csv"
 DONOR_MAPPING = MAPPINGS / "donor-crm-activities.yaml"
@@ -121,6 +121,8 @@ def test_no_ledger_sends_again(sandbox, tmp_path):
                 "--base-url",
                 sandbox.base_url,
                 "--no-ledger",
+                "--rate",
+                QUICK_RATE,
                 "--results",
                 str(tmp_path / name),
                 "-q",
@@ -175,7 +177,7 @@ def test_retry_sends_again_only_the_rows_that_failed(tmp_path, monkeypatch):
                 "--base-url",
                 healthy.base_url,
                 "--rate",
-                "500/s",
+                QUICK_RATE,
                 "--no-ledger",
                 "--results",
                 str(first),
@@ -205,7 +207,7 @@ def test_retry_sends_again_only_the_rows_that_failed(tmp_path, monkeypatch):
                 "--base-url",
                 healthy.base_url,
                 "--rate",
-                "500/s",
+                QUICK_RATE,
                 "--no-ledger",
                 "--results",
                 str(tmp_path / "retry.csv"),
@@ -233,7 +235,7 @@ def test_undo_deletes_what_a_run_created_and_forgets_it_in_the_ledger(sandbox, t
             "--base-url",
             sandbox.base_url,
             "--rate",
-            "500/s",
+            QUICK_RATE,
             "--ledger",
             str(tmp_path / "ledger.sqlite"),
         ]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from importer.cli import main
 from importer.sandbox import seeded_contact
-from tests.conftest import rows_of, run_cli
+from tests.conftest import QUICK_RATE, rows_of, run_cli
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
@@ -109,7 +109,7 @@ def test_contacts_refresh_rebuilds_the_index_beside_the_ledger(sandbox, tmp_path
             "--base-url",
             sandbox.base_url,
             "--rate",
-            "500/s",
+            QUICK_RATE,
             "--ledger",
             str(ledger),
         ]

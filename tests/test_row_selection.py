@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from importer.cli import main
 from importer.selection import EVERY_ROW, RowSelection, parse_rows
-from tests.conftest import MAPPINGS, ROOT, SAMPLES, rows_of
+from tests.conftest import MAPPINGS, QUICK_RATE, ROOT, SAMPLES, rows_of
 
 DONOR_CSV = SAMPLES / "donor-crm-activities.csv"
 DONOR_MAPPING = MAPPINGS / "donor-crm-activities.yaml"
@@ -235,7 +235,7 @@ def send(sandbox, tmp_path: Path, name: str, *flags: str) -> tuple[int, list[dic
     results = tmp_path / f"{name}.csv"
     argv = ["run", str(DONOR_CSV), "-m", str(DONOR_MAPPING), "--base-url", sandbox.base_url]
     ledger = ["--ledger", str(tmp_path / "ledger.sqlite")]
-    code = main([*argv, *ledger, "--rate", "500/s", "-q", "--results", str(results), *flags])
+    code = main([*argv, *ledger, "--rate", QUICK_RATE, "-q", "--results", str(results), *flags])
     return code, rows_of(results)
 
 

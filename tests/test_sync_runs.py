@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from importer.cli import main
-from tests.conftest import ROOT, rows_of, run_cli
+from tests.conftest import QUICK_RATE, ROOT, rows_of, run_cli
 
 MAPPING = """
 key: Task Id
@@ -174,6 +174,8 @@ def test_undo_puts_the_server_back_as_it_was_before_a_sync_run(sandbox, tmp_path
             "--yes",
             "--base-url",
             sandbox.base_url,
+            "--rate",
+            QUICK_RATE,
             "--ledger",
             str(tmp_path / "ledger.sqlite"),
         ]

@@ -27,10 +27,10 @@ if TYPE_CHECKING:
         LedgerError,
         MappingError,
     )
+    from importer.ledger_file import default_ledger_path
     from importer.mapping import Mapping, load_mapping
     from importer.pipeline import (
         RunOptions,
-        default_ledger_path,
         refresh_contact_index,
         retry_failed,
         retry_failed_async,
@@ -52,12 +52,12 @@ _HOMES = {
         ["AuthError", "ConfigError", "ImporterError", "InputError", "LedgerError", "MappingError"],
         "importer.errors",
     ),
+    "default_ledger_path": "importer.ledger_file",
     "Mapping": "importer.mapping",
     "load_mapping": "importer.mapping",
     **dict.fromkeys(
         [
             "RunOptions",
-            "default_ledger_path",
             "refresh_contact_index",
             "retry_failed",
             "retry_failed_async",

@@ -1,4 +1,5 @@
-"""The ledger's file: where it really is, its lock, its checks, its schema, its errors.
+"""The ledger's file: where it lives by default, where it really is, its lock, its checks,
+its schema, its errors.
 
 What is promised
 - One lock per file, whatever the path says: the path is resolved (symlinks, `..`) before
@@ -27,6 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from importer.errors import ConfigError, LedgerError
+
+
+def default_ledger_path() -> Path:
+    """Where the ledger lives unless told otherwise: the user's data folder
+    (`$XDG_DATA_HOME/givebutter-import/ledger.sqlite`, else under `~/.local/share`)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "givebutter-import" / "ledger.sqlite"
+
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"

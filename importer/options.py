@@ -4,7 +4,6 @@ contact index beside it)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import aiohttp
 
 from importer.delivery import Interruption
 from importer.feed import FailureLimit
+from importer.ledger_file import default_ledger_path
 from importer.mapping import Mapping
 from importer.ratelimit import NoticeCallback
 from importer.read import SourceTable
@@ -22,13 +22,6 @@ from importer.send import SenderSettings
 from importer.sync_run import DeleteLimit
 
 DEFAULT_SOURCE = "default"
-
-
-def default_ledger_path() -> Path:
-    """Where the ledger lives unless told otherwise: the user's data folder
-    (`$XDG_DATA_HOME/givebutter-import/ledger.sqlite`, else under `~/.local/share`)."""
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "givebutter-import" / "ledger.sqlite"
 
 
 def contacts_index_beside(ledger: Path | None) -> Path | None:

@@ -32,14 +32,10 @@ from importer.dry_run import chunks_to_take, dry_run_in_thread, dry_run_resolvin
 from importer.errors import ConfigError, ImporterError
 from importer.key_records import KeyRecords
 from importer.ledger import Ledger, normalise_base_url
+from importer.ledger_file import default_ledger_path
 from importer.mapper import Mapper
 from importer.mapping import check_columns
-from importer.options import (
-    DEFAULT_SOURCE,
-    RunOptions,
-    contacts_index_beside,
-    default_ledger_path,
-)
+from importer.options import DEFAULT_SOURCE, RunOptions, contacts_index_beside
 from importer.ratelimit import NoticeCallback
 from importer.read import SourceOptions, SourceTable, open_table
 from importer.records import Outcome

@@ -52,7 +52,7 @@ def test_a_subprocess_inherits_the_temporary_home(tmp_path):
         [
             sys.executable,
             "-c",
-            "from importer.pipeline import default_ledger_path as p; print(p())",
+            "from importer.ledger_file import default_ledger_path as p; print(p())",
         ],
         cwd=ROOT,
         capture_output=True,

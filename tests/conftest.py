@@ -55,7 +55,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: two workers a core, up to 8 (or one a core past that). Most tests spend
     their time waiting on a subprocess, a socket or the sandbox's latency, so a core that
-    one worker leaves idle is another's: on 2 cores, 4 workers took 57 s where 2 took 68."""
+    one worker leaves idle is another's. On 2 cores (2026-12-04, alternating runs): 4 workers
+    36-38 s, 3 workers 41-48 s, 6 workers 45-46 s."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
     return max(cores, min(2 * cores, 8))

@@ -9,6 +9,7 @@ from pathlib import Path
 from importer.cli import default_ledger_path, main
 from tests.conftest import (
     MAPPINGS,
+    QUICK_RATE,
     REAL_DATA_DIR,
     REAL_HOME,
     ROOT,
@@ -36,7 +37,7 @@ def test_a_run_with_the_default_ledger_writes_it_in_the_temporary_home(tmp_path,
             "--base-url",
             sandbox.base_url,
             "--rate",
-            "1000/s",
+            QUICK_RATE,
             "--results",
             str(tmp_path / "r.csv"),
             "-q",

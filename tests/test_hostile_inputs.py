@@ -24,6 +24,7 @@ import importer.layout
 import importer.read.workbook
 from importer.cli import main
 from importer.sandbox import SandboxSettings, sandbox_in_thread
+from tests.conftest import QUICK_RATE
 from tests.hostile import make_corpus
 from tests.hostile.make_corpus import EMOJI_RTL, ENCODINGS, FORMULA_TEXTS, GOOD_ROWS
 
@@ -361,7 +362,7 @@ def sent(
         monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
         with sandbox_in_thread(SandboxSettings(limits=())) as sandbox:
             monkeypatch.setenv("GIVEBUTTER_API_KEY", sandbox.api_key)
-            argv = ["run", str(path), "--mapping", str(MAPPING), "-q", "--rate", "50/s"]
+            argv = ["run", str(path), "--mapping", str(MAPPING), "-q", "--rate", QUICK_RATE]
             argv += ["--base-url", sandbox.base_url, "--results", str(tmp_path / "sent.csv")]
             code = main(argv)
             stored = {

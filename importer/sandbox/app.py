@@ -403,21 +403,27 @@ async def show_stats(request: web.Request) -> web.Response:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _contact(request: web.Request, state: SandboxState) -> Contact | web.Response:
+def _contact_id(request: web.Request) -> int:
+    """The contact id in the request's path; 0 (no contact has it) if it is not an id."""
     text = request.match_info["contact"]
-    contact = state.store.get_contact(int(text)) if CONTACT_ID_PATTERN.fullmatch(text) else None
-    if contact is None:
-        return _message(404, "Contact not found.")
-    return contact
+    return int(text) if CONTACT_ID_PATTERN.fullmatch(text) else 0
+
+
+def _contact_not_found() -> web.Response:
+    return _message(404, "Contact not found.")
+
+
+def _contact(request: web.Request, state: SandboxState) -> Contact | web.Response:
+    contact = state.store.get_contact(_contact_id(request))
+    return _contact_not_found() if contact is None else contact
 
 
 def _live_contact_id(request: web.Request, state: SandboxState) -> int | web.Response:
     """The id of the request's contact, or the 404 (no such contact) or 403 (archived)."""
-    text = request.match_info["contact"]
-    contact_id = int(text) if CONTACT_ID_PATTERN.fullmatch(text) else 0  # ids start at 1
+    contact_id = _contact_id(request)
     archived = state.store.contact_archived(contact_id)
     if archived is None:
-        return _message(404, "Contact not found.")
+        return _contact_not_found()
     if archived:
         return _message(403, "This action is unauthorized.")
     return contact_id
